@@ -1,0 +1,1 @@
+"""durakv: a replicated document store with Couchbase key-value semantics."""
