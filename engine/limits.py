@@ -29,6 +29,10 @@ FAILOVER_LOG_ENTRIES_MAX = 25
 WAL_RECORD_SIZE_MAX = VALUE_SIZE_MAX + 64 * 1024  # a record holds one document plus metadata
 WAL_SEGMENT_SIZE_DEFAULT = 64 * 1024 * 1024
 WAL_BUFFER_SIZE_MAX = 256 * 1024 * 1024  # unflushed bytes beyond this -> TMPFAIL
+WAL_UNSYNCED_SIZE_MAX = 64 * 1024 * 1024  # written-but-unsynced bytes beyond this force an fsync, any policy
+WAL_SEGMENT_SIZE_MIN = 1024  # smallest segment_size_max accepted (tests use small segments)
+WAL_FSYNC_INTERVAL_MAX_MS = 60_000  # largest N accepted in fsync policy "interval=N"
+WAL_FAILURE_RETRY_INTERVAL_S = 0.2  # a failed WAL retries its rewrite + fsync this often
 
 MEMTABLE_SIZE_CHECKPOINT = 64 * 1024 * 1024  # bytes that trigger a checkpoint
 CHECKPOINT_INTERVAL_S = 5.0
@@ -36,5 +40,7 @@ CHECKPOINT_INTERVAL_S = 5.0
 LMDB_MAP_SIZE_INITIAL = 256 * 1024 * 1024
 LMDB_MAP_SIZE_MAX = 1 << 40
 LMDB_MAX_DBS = 8
+LMDB_MAX_READERS = 126  # concurrent read transactions (LMDB's reader table size)
+LMDB_RESIZE_READERS_WAIT_S = 10.0  # a map resize waits this long for open store snapshots to close
 
 EXPIRY_PAGER_INTERVAL_S = 600.0

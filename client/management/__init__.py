@@ -1,0 +1,1 @@
+"""Management APIs: `durakv.management.buckets` and `durakv.management.collections`."""

@@ -1,0 +1,341 @@
+"""The storage half of one bucket's engine core: records, recovery, checkpoints, SyncWrite completion.
+
+`BucketCore` owns the bucket's vbuckets, manifest and memtable, and writes every change
+as a WAL record before applying it in memory (so a refused append changes nothing). It
+never blocks and never reads a clock: `now` comes in, `Pending` handles go out, and the
+shell feeds it WAL persistence (`on_persisted`) and time (`tick`). The log and store are
+injected: the real WAL and LMDB store in the shells, simulated ones in tests/sim.
+
+Invariants: a record is appended before its change is visible; a vbucket's records
+take consecutive seqnos; the checkpoint never covers a WAL position that is not yet
+persisted (the shell waits for that before applying a batch); SyncWrites complete in
+seqno order, each exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple, Protocol
+
+from . import records
+from .document import Document, decode_document, split_store_key, store_key
+from .durability import ActiveDurabilityMonitor, Chain, Completion, Level, Outcome
+from .errors import EngineError, KVError, Status, WalFailedError
+from .limits import NUM_REPLICAS_MAX, NUM_VBUCKETS_MAX
+from .manifest import Manifest, check_bucket_name
+from .memtable import Memtable
+from .pending import Pending
+from .records import Kind
+from .vbucket import PendingPrepare, VBState, VBucket
+
+
+class Log(Protocol):
+    end_lsn: int
+
+    def append(self, kind: int, payload: bytes) -> int: ...
+
+    def request_sync(self, lsn: int) -> None: ...
+
+
+class Store(Protocol):
+    checkpoint_lsn: int
+
+    def get(self, skey: bytes) -> bytes | None: ...
+
+    def get_meta(self, name: bytes) -> bytes | None: ...
+
+    def iter_prepares(self): ...
+
+
+@dataclass
+class BucketConfig:
+    name: str
+    num_vbuckets: int = 64
+    num_replicas: int = 0
+    durability_min_level: int = 0
+    max_ttl_s: int = 0
+
+    def __post_init__(self) -> None:
+        check_bucket_name(self.name)
+        for field_name, low, high in (
+            ("num_vbuckets", 1, NUM_VBUCKETS_MAX),
+            ("num_replicas", 0, NUM_REPLICAS_MAX),
+            ("durability_min_level", 0, 3),
+            ("max_ttl_s", 0, 2**31 - 1),
+        ):
+            value = getattr(self, field_name)
+            if type(value) is not int or not low <= value <= high:
+                raise KVError(Status.EINVAL, f"bucket {field_name} must be an integer in {low}..{high}, not {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MutationOutcome(NamedTuple):
+    cas: int
+    seqno: int
+    vbucket: int
+    vbucket_uuid: int
+    counter: int = 0
+
+
+class CheckpointBatch(NamedTuple):
+    docs: dict[bytes, bytes]
+    prepares_put: dict[bytes, bytes]
+    prepares_delete: set[bytes]
+    meta: dict[bytes, bytes]
+    checkpoint_lsn: int
+
+
+def encode_prepare_value(prepare: PendingPrepare) -> bytes:
+    return bytes((prepare.level,)) + prepare.document.encode()
+
+
+class BucketCore:
+    def __init__(
+        self, config: BucketConfig, log: Log, store: Store, *, node_id: str = "local", rng: random.Random | None = None
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.store = store
+        self.node_id = node_id
+        self.rng = rng or random.Random()
+        self.manifest = Manifest()
+        self.memtable = Memtable()
+        self.vbuckets = [VBucket(vb) for vb in range(config.num_vbuckets)]
+        self.chain = Chain(node_id, (None,) * config.num_replicas)
+        self.monitors = [ActiveDurabilityMonitor(self.chain) for _ in self.vbuckets]
+        self.start_time = 0.0
+        # (WAL end position, vbucket, seqno) for every record, to learn which seqnos are persisted.
+        self._unpersisted: deque[tuple[int, int, int]] = deque()
+        # (vb, prepare seqno) -> (waiter, counter value it answers with)
+        self._cookies: dict[tuple[int, int], tuple[Pending, int]] = {}
+        self._prepares_dirty: dict[bytes, bytes | None] = {}
+        self._prepares_frozen: dict[bytes, bytes | None] = {}
+        self.dropped_cids: set[int] = set()  # dropped collections whose documents are still in the store
+
+    # -- reads -------------------------------------------------------------------------
+    def committed(self, skey: bytes) -> Document | None:
+        """The newest committed version of a document (tombstones included), or None."""
+        doc = self.memtable.get(skey)
+        if doc is None:
+            raw = self.store.get(skey)
+            if raw is not None:
+                doc = decode_document(raw)
+        return doc
+
+    # -- writing records ---------------------------------------------------------------
+    def _append(self, kind: Kind, payload: bytes, vb: VBucket, seqno: int) -> int:
+        try:
+            lsn = self.log.append(kind, payload)
+        except WalFailedError as exc:
+            raise KVError(Status.TMPFAIL, f"the write-ahead log is not accepting writes: {exc}") from exc
+        self._unpersisted.append((lsn, vb.vbid, seqno))
+        return lsn
+
+    def write_document(self, kind: Kind, vb: VBucket, skey: bytes, cid: int, key: bytes, doc: Document) -> int:
+        """Log and apply a committed change (mutation, deletion, expiration); returns its WAL position."""
+        lsn = self._append(kind, records.encode_document_record(vb.vbid, cid, key, doc.encode()), vb, doc.seqno)
+        self.memtable.put(skey, doc)
+        return lsn
+
+    def write_prepare(
+        self,
+        vb: VBucket,
+        skey: bytes,
+        cid: int,
+        key: bytes,
+        doc: Document,
+        level: int,
+        deadline: float | None,
+        counter: int = 0,
+    ) -> Pending:
+        payload = records.encode_prepare(vb.vbid, cid, key, level, doc.encode())
+        lsn = self._append(Kind.PREPARE, payload, vb, doc.seqno)
+        prepare = PendingPrepare(skey, cid, key, doc, level)
+        vb.prepares[skey] = prepare
+        self._prepares_dirty[skey] = encode_prepare_value(prepare)
+        pending = Pending()
+        self._cookies[(vb.vbid, doc.seqno)] = (pending, counter)
+        self.monitors[vb.vbid].add_prepare(doc.seqno, skey, Level(level), deadline, cookie=pending)
+        if level != Level.MAJORITY:
+            self.log.request_sync(lsn)
+        self._drain(vb)
+        return pending
+
+    # -- completion of SyncWrites ------------------------------------------------------
+    def on_persisted(self, lsn: int) -> None:
+        """The WAL is fsynced up to `lsn` (called by the shell, serialized with everything else)."""
+        touched: dict[int, int] = {}
+        queue = self._unpersisted
+        while queue and queue[0][0] <= lsn:
+            _, vbid, seqno = queue.popleft()
+            touched[vbid] = seqno
+        for vbid, seqno in touched.items():
+            vb = self.vbuckets[vbid]
+            vb.mark_persisted(seqno)
+            if vb.state is VBState.ACTIVE:
+                self.monitors[vbid].local_persisted(seqno)
+                self._drain(vb)
+
+    def tick(self, now: float) -> None:
+        """Abort SyncWrites whose durability timeout has passed."""
+        for vb in self.vbuckets:
+            monitor = self.monitors[vb.vbid]
+            if monitor.pending_count:
+                monitor.process_timeouts(now)
+                self._drain(vb)
+
+    def _drain(self, vb: VBucket) -> None:
+        for completion in self.monitors[vb.vbid].take_completions():
+            self._complete(vb, completion)
+
+    def _complete(self, vb: VBucket, completion: Completion) -> None:
+        skey = completion.key
+        prepare = vb.prepares.get(skey)
+        assert prepare is not None and prepare.document.seqno == completion.seqno, "completion without its prepare"
+        pending, counter = self._cookies.pop((vb.vbid, completion.seqno), (None, 0))
+        seqno = vb.next_seqno()
+        kind = Kind.COMMIT if completion.outcome is Outcome.COMMIT else Kind.ABORT
+        payload = records.encode_completion(vb.vbid, prepare.collection_id, prepare.key, completion.seqno, seqno)
+        try:
+            self._append(kind, payload, vb, seqno)
+        except KVError:
+            # The log refuses writes: leave the prepare in place (it is reloaded and
+            # completed after a restart); the waiter learns nothing certain.
+            vb.high_seqno -= 1
+            if pending is not None:
+                pending.resolve(error=KVError(Status.SYNC_WRITE_AMBIGUOUS, "write-ahead log failed", key=prepare.key))
+            return
+        del vb.prepares[skey]
+        self._prepares_dirty[skey] = None
+        if kind is Kind.COMMIT:
+            doc = prepare.document._replace(seqno=seqno)
+            self.memtable.put(skey, doc)
+            if pending is not None:
+                pending.resolve(MutationOutcome(doc.cas, seqno, vb.vbid, vb.uuid, counter))
+        elif pending is not None:
+            pending.resolve(error=KVError(Status.SYNC_WRITE_AMBIGUOUS, "durability timeout passed", key=prepare.key))
+
+    # -- recovery ----------------------------------------------------------------------
+    def recover(self, log_records, *, clean_shutdown: bool, now: float) -> None:
+        """Load the checkpoint's metadata, replay the WAL after it, reload pending prepares."""
+        self.start_time = now
+        raw = self.store.get_meta(b"manifest")
+        if raw is not None:
+            self.manifest = Manifest.from_json(raw)
+        raw = self.store.get_meta(b"dropped")
+        if raw is not None:
+            self.dropped_cids = set(json.loads(raw))
+        fresh = True
+        for vb in self.vbuckets:
+            state = self.store.get_meta(b"vb:%d" % vb.vbid)
+            if state is not None:
+                vb.load_state_json(state)
+                fresh = False
+        for skey, value in self.store.iter_prepares():
+            doc = decode_document(value[1:])
+            vbid, cid, key = split_store_key(skey)
+            self.vbuckets[vbid].prepares[skey] = PendingPrepare(skey, cid, key, doc, value[0], maybe_visible=True)
+        for record in log_records:
+            self._replay(records.decode(record.kind, record.payload))
+            fresh = False
+        for vb in self.vbuckets:
+            vb.persisted_seqno = vb.high_seqno  # replayed records are on disk (the WAL fsynced them at open)
+            if not vb.failover_log or not clean_shutdown and not fresh:
+                vb.new_failover_entry(self.rng)
+            monitor = self.monitors[vb.vbid] = ActiveDurabilityMonitor(self.chain)
+            for prepare in sorted(vb.prepares.values(), key=lambda p: p.document.seqno):
+                prepare.maybe_visible = True
+                monitor.add_prepare(prepare.document.seqno, prepare.skey, Level(prepare.level), None)
+            if vb.prepares:
+                monitor.local_persisted(vb.high_seqno)
+                self._drain(vb)
+
+    def _replay(self, record: records.Record) -> None:
+        vb = self.vbuckets[record.vbucket]
+        if record.kind is Kind.MANIFEST:
+            self._adopt_manifest(Manifest.from_json(record.body))
+            return
+        if record.kind is Kind.VBUCKET_STATE:
+            vb.load_state_json(record.body)
+            return
+        skey = store_key(record.vbucket, record.collection_id, record.key)
+        vb.high_seqno = max(vb.high_seqno, record.seqno)
+        if record.document is not None:
+            vb.hlc.observe(record.document.cas)
+        if record.kind is Kind.PREPARE:
+            vb.prepares[skey] = PendingPrepare(skey, record.collection_id, record.key, record.document, record.level)
+            self._prepares_dirty[skey] = encode_prepare_value(vb.prepares[skey])
+        elif record.kind in (Kind.COMMIT, Kind.ABORT):
+            prepare = vb.prepares.pop(skey, None)
+            self._prepares_dirty[skey] = None
+            if record.kind is Kind.COMMIT:
+                if prepare is None or prepare.document.seqno != record.prepare_seqno:
+                    raise EngineError(f"commit of seqno {record.prepare_seqno} in vbucket {vb.vbid} has no prepare")
+                self.memtable.put(skey, prepare.document._replace(seqno=record.seqno))
+        else:
+            self.memtable.put(skey, record.document)
+
+    # -- manifest ----------------------------------------------------------------------
+    def change_manifest(self, change):
+        """Apply `change(manifest)` to a copy, log the result, then adopt it; refusals change nothing."""
+        candidate = Manifest.from_json(self.manifest.to_json())
+        result = change(candidate)
+        vb0 = self.vbuckets[0]
+        self._append(Kind.MANIFEST, records.encode_meta(0, candidate.to_json()), vb0, vb0.high_seqno)
+        self._adopt_manifest(candidate)
+        return result
+
+    def _adopt_manifest(self, manifest: Manifest) -> None:
+        dropped = self.manifest.collection_ids() - manifest.collection_ids()
+        self.manifest = manifest
+        if dropped:
+            self.dropped_cids |= dropped
+            self.memtable.drop(lambda skey: split_store_key(skey)[1] in dropped)
+            for vb in self.vbuckets:
+                for skey in [k for k, p in vb.prepares.items() if p.collection_id in dropped]:
+                    del vb.prepares[skey]
+                    self._prepares_dirty[skey] = None
+
+    def purged(self, cids) -> None:
+        """The shell removed these dropped collections' documents from the store."""
+        self.dropped_cids -= set(cids)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def memtable_size(self) -> int:
+        return self.memtable.live_size
+
+    def freeze_for_checkpoint(self) -> CheckpointBatch:
+        """Freeze what the next checkpoint writes; the shell applies it, then calls checkpoint_done."""
+        lsn = self.log.end_lsn
+        frozen = self.memtable.freeze()
+        self._prepares_frozen, self._prepares_dirty = self._prepares_dirty, {}
+        meta = {b"manifest": self.manifest.to_json(), b"dropped": json.dumps(sorted(self.dropped_cids)).encode()}
+        for vb in self.vbuckets:
+            meta[b"vb:%d" % vb.vbid] = vb.state_json()
+        return CheckpointBatch(
+            docs={skey: doc.encode() for skey, doc in frozen.items()},
+            prepares_put={k: v for k, v in self._prepares_frozen.items() if v is not None},
+            prepares_delete={k for k, v in self._prepares_frozen.items() if v is None},
+            meta=meta,
+            checkpoint_lsn=lsn,
+        )
+
+    def checkpoint_done(self) -> None:
+        self.memtable.release_frozen()
+        self._prepares_frozen = {}
+
+    def checkpoint_failed(self) -> None:
+        """Put a frozen batch back so the next checkpoint writes it (nothing was applied)."""
+        for skey, doc in self.memtable.frozen.items():
+            self.memtable.live.setdefault(skey, doc)
+        self.memtable.live_size += self.memtable.frozen_size
+        self.memtable.release_frozen()
+        for skey, value in self._prepares_frozen.items():
+            self._prepares_dirty.setdefault(skey, value)
+        self._prepares_frozen = {}
+

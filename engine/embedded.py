@@ -1,0 +1,218 @@
+"""The embedded shell: an engine node inside the user's process, driven by threads.
+
+Each bucket gets one lock that serializes every call into its (single-threaded)
+engine core, a WAL with its flusher thread, an LMDB checkpoint store, and one
+maintenance thread that feeds the core time (durability timeouts), checkpoints the
+memtable into LMDB and runs the expiry pager. The shell decides nothing about KV
+semantics; it only moves bytes, time and wake-ups.
+
+Invariant: a checkpoint is applied to LMDB only after the WAL is persisted up to the
+position it covers (the store is never ahead of the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .bucket import BucketConfig
+from .datadir import DataDir
+from .document import decode_document
+from .errors import EngineError, KVError, Status
+from .files import atomic_write, fsync_dir
+from .kv import BucketEngine
+from .limits import CHECKPOINT_INTERVAL_S, EXPIRY_PAGER_INTERVAL_S, MEMTABLE_SIZE_CHECKPOINT
+from .pending import Pending
+from .store import CheckpointStore
+from .wal import FsyncPolicy, WriteAheadLog
+
+log = logging.getLogger("durakv.engine")
+
+DEFAULT_BUCKET = "default"
+_TICK_BUSY_S = 0.02  # how often durability timeouts are checked while SyncWrites are pending
+CHECKPOINT_WAL_WAIT_S = 30.0
+
+
+class EmbeddedBucket:
+    def __init__(self, directory: Path, config: BucketConfig, node_id: str, fsync_policy: str) -> None:
+        self.directory = directory
+        self.config = config
+        self.lock = threading.Lock()
+        self.wal = WriteAheadLog.open(directory / "wal", fsync_policy=FsyncPolicy.parse(fsync_policy))
+        try:
+            self.store = CheckpointStore(directory / "store")
+        except BaseException:
+            self.wal.close()
+            raise
+        clean_marker = directory / "CLEAN"
+        clean = clean_marker.exists()
+        self.engine = BucketEngine(config, self.wal, self.store, node_id=node_id)
+        if self.wal.end_lsn < self.store.checkpoint_lsn:
+            self.close_files()
+            raise EngineError(
+                f"{directory}: the WAL ends at {self.wal.end_lsn} but the store has checkpointed "
+                f"{self.store.checkpoint_lsn}; WAL segments are missing"
+            )
+        self.engine.recover(self.wal.replay(self.store.checkpoint_lsn), clean_shutdown=clean, now=time.time())
+        if clean:
+            clean_marker.unlink()
+            fsync_dir(directory)
+        self.checkpoint_count = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._last_checkpoint = time.monotonic()
+        self._last_pager = time.monotonic()
+        self.wal.start(on_persisted=self._on_persisted, on_failure=self._on_wal_failure)
+        self._thread = threading.Thread(target=self._maintain, name=f"durakv-maint-{config.name}", daemon=True)
+        self._thread.start()
+
+    # -- calls into the core -----------------------------------------------------------------
+    def call(self, method: str, *args: Any, wait_s: float | None = None, **kwargs: Any) -> Any:
+        """Run one engine operation; a Pending result is waited for up to `wait_s`."""
+        with self.lock:
+            result = getattr(self.engine, method)(*args, **kwargs)
+            if not isinstance(result, Pending):
+                return result
+            done = threading.Event()
+            result.add_callback(lambda _p: done.set())
+        self._wake.set()
+        if not done.wait(wait_s):
+            raise TimeoutError("the durable write did not complete in time")
+        return result.outcome()
+
+    def _on_persisted(self, lsn: int) -> None:
+        with self.lock:
+            self.engine.on_persisted(lsn)
+
+    def _on_wal_failure(self, exc: BaseException) -> None:
+        log.error("bucket %s: write-ahead log failed, writes refused until it recovers: %s", self.config.name, exc)
+
+    # -- maintenance thread ----------------------------------------------------------------
+    def _maintain(self) -> None:
+        while not self._stop.is_set():
+            busy = any(m.pending_count for m in self.engine.monitors)
+            self._wake.wait(_TICK_BUSY_S if busy else 0.5)
+            self._wake.clear()
+            try:
+                with self.lock:
+                    self.engine.tick(time.time())
+                now = time.monotonic()
+                if self.engine.memtable_size() >= MEMTABLE_SIZE_CHECKPOINT or (
+                    now - self._last_checkpoint >= CHECKPOINT_INTERVAL_S and len(self.engine.memtable)
+                ):
+                    self.checkpoint()
+                if now - self._last_pager >= EXPIRY_PAGER_INTERVAL_S:
+                    self.run_expiry_pager()
+            except Exception:  # keep the node up; the failure is reported and retried next round
+                log.exception("bucket %s: maintenance step failed", self.config.name)
+
+    def checkpoint(self) -> bool:
+        """Move the memtable into LMDB; returns False when the WAL could not be persisted first."""
+        self._last_checkpoint = time.monotonic()
+        with self.lock:
+            batch = self.engine.freeze_for_checkpoint()
+        self.wal.request_sync(batch.checkpoint_lsn)
+        if not self.wal.wait_persisted(batch.checkpoint_lsn, CHECKPOINT_WAL_WAIT_S):
+            with self.lock:
+                self.engine.checkpoint_failed()
+            return False
+        try:
+            self.store.apply(batch)
+        except BaseException:
+            with self.lock:
+                self.engine.checkpoint_failed()
+            raise
+        with self.lock:
+            self.engine.checkpoint_done()
+            dropped = set(self.engine.dropped_cids)
+        for cid in dropped:
+            self.store.delete_collection(cid)
+        with self.lock:
+            self.engine.purged(dropped)
+        self.wal.release_before(batch.checkpoint_lsn)
+        self.checkpoint_count += 1
+        return True
+
+    def run_expiry_pager(self) -> int:
+        """Find expired documents in the store and memtable and expire them; returns how many."""
+        self._last_pager = time.monotonic()
+        now = time.time()
+        candidates = [skey for skey, raw in self.store.iter_docs() if _expired_raw(raw, now)]
+        with self.lock:
+            candidates += [s for s, d in self.engine.memtable.live.items() if d.expiry and d.expiry <= now]
+            return self.engine.expire(candidates, now)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        clean = self.wal.failed is None and self.checkpoint()
+        self.close_files()
+        if clean:
+            atomic_write(self.directory / "CLEAN", b"")
+
+    def close_files(self) -> None:
+        self.wal.close()
+        self.store.close()
+
+
+def _expired_raw(raw: bytes, now: float) -> bool:
+    doc = decode_document(raw)
+    return not doc.deleted and doc.expiry != 0 and doc.expiry <= now
+
+
+class EmbeddedNode:
+    """A whole node in-process: the data directory and its buckets."""
+
+    def __init__(self, path: str | os.PathLike, *, fsync_policy: str = "always", default_bucket: bool = True) -> None:
+        self.datadir = DataDir(path)
+        self.fsync_policy = fsync_policy
+        self.buckets: dict[str, EmbeddedBucket] = {}
+        self._lock = threading.Lock()
+        try:
+            for name, config in self.datadir.buckets.items():
+                self.buckets[name] = EmbeddedBucket(self.datadir.bucket_dir(name), config, self.datadir.node_id,
+                                                    fsync_policy)  # fmt: skip
+            if default_bucket and self.datadir.created:
+                self.create_bucket(BucketConfig(DEFAULT_BUCKET))
+        except BaseException:
+            self.close()
+            raise
+
+    def bucket(self, name: str) -> EmbeddedBucket:
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            raise KVError(Status.BUCKET_NOT_FOUND, f"bucket {name!r} not found")
+        return bucket
+
+    def create_bucket(self, config: BucketConfig) -> None:
+        with self._lock:
+            if config.name in self.buckets:
+                raise KVError(Status.BUCKET_EXISTS, f"bucket {config.name!r} already exists")
+            directory = self.datadir.add_bucket(config)
+            self.buckets[config.name] = EmbeddedBucket(directory, config, self.datadir.node_id, self.fsync_policy)
+
+    def drop_bucket(self, name: str) -> None:
+        with self._lock:
+            bucket = self.bucket(name)
+            bucket.close()
+            del self.buckets[name]
+            self.datadir.remove_bucket(name)
+
+    def close(self) -> None:
+        with self._lock:
+            errors = []
+            for bucket in list(self.buckets.values()):
+                try:
+                    bucket.close()
+                except Exception as exc:
+                    errors.append(exc)
+            self.buckets.clear()
+            self.datadir.close()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,90 @@
+"""Payloads of the WAL records the engine writes, and their codecs. Pure.
+
+The WAL frames and checksums records (engine/wal/FORMAT.md); this module owns what is
+inside a frame. Every payload starts with the vbucket, collection id and key it is
+about, so replay and replication can route a record without decoding the rest:
+
+    vbucket u16 | collection id u32 | key length u16 | key | kind-specific body
+
+| kind | body |
+|---|---|
+| MUTATION, DELETION, EXPIRATION | encoded Document (engine/document.py): the state after the change |
+| PREPARE | durability level u8 | encoded Document (the value the prepare would commit) |
+| COMMIT, ABORT | prepare seqno u64 | commit/abort seqno u64 |
+| MANIFEST | (vbucket 0, cid 0, empty key) the manifest as JSON |
+| VBUCKET_STATE | (cid 0, empty key) the vbucket's state as JSON |
+
+Records are redo records: each carries the resulting state, so replaying one twice is
+harmless and replay order is the only thing that matters.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import NamedTuple
+
+from .document import Document, decode_document
+
+_HEAD = struct.Struct(">HIH")
+_COMPLETION = struct.Struct(">QQ")
+
+
+class Kind(IntEnum):
+    MUTATION = 1
+    DELETION = 2
+    EXPIRATION = 3
+    PREPARE = 4
+    COMMIT = 5
+    ABORT = 6
+    MANIFEST = 7
+    VBUCKET_STATE = 8
+
+
+class Record(NamedTuple):
+    kind: Kind
+    vbucket: int
+    collection_id: int
+    key: bytes
+    document: Document | None = None  # mutation, deletion, expiration, prepare
+    level: int = 0  # prepare
+    prepare_seqno: int = 0  # commit, abort
+    seqno: int = 0  # the record's own seqno (commit/abort seqno; a document's seqno otherwise)
+    body: bytes = b""  # manifest, vbucket state
+
+
+def encode_document_record(vbucket: int, collection_id: int, key: bytes, doc_bytes: bytes) -> bytes:
+    return _HEAD.pack(vbucket, collection_id, len(key)) + key + doc_bytes
+
+
+def encode_prepare(vbucket: int, collection_id: int, key: bytes, level: int, doc_bytes: bytes) -> bytes:
+    return _HEAD.pack(vbucket, collection_id, len(key)) + key + bytes((level,)) + doc_bytes
+
+
+def encode_completion(vbucket: int, collection_id: int, key: bytes, prepare_seqno: int, seqno: int) -> bytes:
+    return _HEAD.pack(vbucket, collection_id, len(key)) + key + _COMPLETION.pack(prepare_seqno, seqno)
+
+
+def encode_meta(vbucket: int, body: bytes) -> bytes:
+    return _HEAD.pack(vbucket, 0, 0) + body
+
+
+def decode(kind: int, payload: bytes) -> Record:
+    """Decode one payload; raises ValueError for a kind or layout this build does not know."""
+    kind = Kind(kind)
+    vbucket, collection_id, key_len = _HEAD.unpack_from(payload)
+    start = _HEAD.size
+    key = payload[start : start + key_len]
+    body = payload[start + key_len :]
+    if len(key) != key_len:
+        raise ValueError("record payload shorter than its key")
+    if kind in (Kind.MUTATION, Kind.DELETION, Kind.EXPIRATION):
+        doc = decode_document(body)
+        return Record(kind, vbucket, collection_id, key, doc, seqno=doc.seqno)
+    if kind is Kind.PREPARE:
+        doc = decode_document(body[1:])
+        return Record(kind, vbucket, collection_id, key, doc, level=body[0], seqno=doc.seqno)
+    if kind in (Kind.COMMIT, Kind.ABORT):
+        prepare_seqno, seqno = _COMPLETION.unpack(body)
+        return Record(kind, vbucket, collection_id, key, prepare_seqno=prepare_seqno, seqno=seqno)
+    return Record(kind, vbucket, collection_id, key, body=body)

@@ -1,0 +1,482 @@
+"""The LMDB checkpoint store: one node's documents as of the last checkpoint.
+
+Owns: one LMDB environment (a directory used by nothing else) with four named databases --
+`docs` (store key -> encoded Document, tombstones included), `seqs` (vbucket u16 | seqno u64
+-> store key, the by-seqno index that backfill reads), `prepares` (store key -> opaque
+prepare record) and `meta` (format version, checkpoint LSN, and opaque engine metadata).
+
+LMDB is the checkpoint, not the log. The engine's checkpointer thread moves memtable contents
+here in one synced write transaction (`apply`) that also records the WAL position it covers;
+after that the WAL below it may be deleted. Nothing is acknowledged on the strength of LMDB.
+
+Must never:
+- be written by more than one thread. The checkpointer is the only writer (a lock serialises
+  accidental callers, so misuse is slow rather than corrupt). Reads come from any thread.
+- be used across fork(): LMDB's MDB_env belongs to the process that opened it. A forked child
+  must not touch a store it inherited; it opens its own after exec (the data-dir lock keeps
+  two processes from opening the same directory anyway).
+- rely on `sync=False`/`metasync=False`: after a power loss an unsynced LMDB may be corrupt
+  (not just stale), and the WAL cannot repair that, because WAL segments below the recorded
+  checkpoint LSN are already gone. Both stay on, so each apply is durable when it returns.
+
+Readers: `get` is one short read transaction (a reader-table slot for microseconds); the
+iterators hold one snapshot for their whole life, which pins old pages (the file grows while
+a backfill is slow). At most `limits.LMDB_MAX_READERS` read transactions may be open at once.
+Growing the map (`set_mapsize`, on MapFullError) invalidates every open transaction of the
+process, so it waits for open iterators to close (at most `LMDB_RESIZE_READERS_WAIT_S`; an
+iterator still open after that raises StoreError and must be restarted), and a `get` that
+races it retries once the new map is in place.
+
+Invariants: the checkpoint LSN never goes backwards; an apply is all-or-nothing; every
+`seqs` entry (vb, s) -> k has docs[k].seqno == s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import lmdb
+from durakv.engine import limits
+from durakv.engine.document import HEADER_SIZE, seqno_of
+from durakv.engine.errors import DataDirError, DataDirLockedError, FormatVersionError, StoreError
+
+STORE_FORMAT_VERSION = 1
+
+DB_META = b"meta"
+DB_DOCS = b"docs"
+DB_SEQS = b"seqs"
+DB_PREPARES = b"prepares"
+META_FORMAT_VERSION = b"format_version"  # u32 BE
+META_CHECKPOINT_LSN = b"checkpoint_lsn"  # u64 BE
+_META_RESERVED = frozenset({META_FORMAT_VERSION, META_CHECKPOINT_LSN})
+_ENV_FILE_NAMES = frozenset({"data.mdb", "lock.mdb"})
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_STORE_KEY_PREFIX_SIZE = 6  # vbucket u16 | collection id u32 (engine.document.store_key)
+_GET_ATTEMPTS_MAX = 3  # a get that keeps failing after map resizes is a real error
+
+# LMDB forbids opening one environment twice in a process (its fcntl locks would be shared
+# and the second close would drop the first's). Directories open here, by (st_dev, st_ino).
+_open_dirs: set[tuple[int, int]] = set()
+_open_dirs_lock = threading.Lock()
+
+_T = TypeVar("_T")
+
+
+@dataclass(kw_only=True)
+class CheckpointBatch:
+    """What one checkpoint writes, built by the engine. Deletes apply before puts."""
+
+    docs: dict[bytes, bytes] = field(default_factory=dict)  # store key -> encoded Document
+    prepares_put: dict[bytes, bytes] = field(default_factory=dict)  # store key -> prepare record
+    prepares_delete: set[bytes] = field(default_factory=set)
+    meta: dict[bytes, bytes] = field(default_factory=dict)  # opaque engine metadata, put as given
+    checkpoint_lsn: int  # the WAL end position this checkpoint covers
+
+
+class _ResizeGate:
+    """Keeps `set_mapsize` away from open snapshots, and snapshots away from a resize."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._snapshots_open = 0
+        self._resizing = False
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._resizing)
+            self._snapshots_open += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._snapshots_open -= 1
+                self._cond.notify_all()
+
+    def wait_resized(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._resizing)
+
+    @contextlib.contextmanager
+    def resizing(self, wait_s: float) -> Iterator[None]:
+        with self._cond:
+            self._resizing = True
+            # Past the timeout the resize goes ahead; the stragglers' transactions are
+            # invalidated by py-lmdb and their iterators raise StoreError.
+            self._cond.wait_for(lambda: self._snapshots_open == 0, timeout=wait_s)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+def _check_map_size(name: str, size_bytes: int) -> None:
+    if size_bytes <= 0 or size_bytes % mmap.PAGESIZE:
+        raise ValueError(f"{name}={size_bytes} must be a positive multiple of the page size {mmap.PAGESIZE}")
+
+
+def _error_with(cls: type[DataDirError], message: str, **fields: object) -> DataDirError:
+    err = cls(message)
+    for name, value in fields.items():
+        setattr(err, name, value)
+    return err
+
+
+class CheckpointStore:
+    """The LMDB checkpoint of one node. See the module docstring for the rules."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size_initial: int = limits.LMDB_MAP_SIZE_INITIAL,
+        map_size_max: int = limits.LMDB_MAP_SIZE_MAX,
+    ) -> None:
+        _check_map_size("map_size_initial", map_size_initial)
+        _check_map_size("map_size_max", map_size_max)
+        if map_size_initial > map_size_max:
+            raise ValueError(f"map_size_initial={map_size_initial} exceeds map_size_max={map_size_max}")
+        self.path = os.fspath(path)
+        self._map_size_max = map_size_max
+        self._gate = _ResizeGate()
+        self._write_lock = threading.Lock()
+        self._dir_id = self._prepare_dir()
+        try:
+            self._env = self._open_env(map_size_initial)
+        except BaseException:
+            with _open_dirs_lock:
+                _open_dirs.discard(self._dir_id)
+            raise
+        self._begin = self._env.begin  # bound once: the get path is measured in nanoseconds
+        try:
+            self._checkpoint_lsn = self._open_dbs()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening ------------------------------------------------------------------------
+
+    def _prepare_dir(self) -> tuple[int, int]:
+        """Create the directory (owner-only), refuse foreign contents, claim it in this process."""
+        try:
+            # Created here rather than by py-lmdb, which would give the directory the files'
+            # mode (0o600, not traversable by a non-root owner).
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            names = set(os.listdir(self.path))
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise DataDirError(f"store directory {self.path} is unusable: {exc.strerror}") from exc
+        if "data.mdb" not in names and names - _ENV_FILE_NAMES:
+            foreign = ", ".join(sorted(names - _ENV_FILE_NAMES)[:5])
+            raise DataDirError(f"{self.path} is not an LMDB store directory (no data.mdb; holds {foreign})")
+        dir_id = (st.st_dev, st.st_ino)
+        with _open_dirs_lock:
+            if dir_id in _open_dirs:
+                raise _error_with(
+                    DataDirLockedError, f"store {self.path} is already open in this process", path=self.path
+                )
+            _open_dirs.add(dir_id)
+        return dir_id
+
+    def _open_env(self, map_size: int) -> lmdb.Environment:
+        try:
+            env = lmdb.open(
+                self.path,
+                map_size=map_size,  # grown on MapFullError, up to map_size_max
+                subdir=True,
+                readonly=False,
+                max_dbs=limits.LMDB_MAX_DBS,
+                sync=True,  # fsync data at each apply: the checkpoint must survive power loss
+                metasync=True,  # ... and the meta page that makes it visible
+                writemap=False,  # a wild write cannot reach the map; commits write via pwrite
+                map_async=False,  # only meaningful with writemap
+                lock=True,  # readers on other threads coordinate with the writer
+                # Reads are point lookups by key; readahead would pull neighbouring pages into
+                # the page cache and evict useful ones once the store outgrows RAM.
+                readahead=False,
+                # Page buffers are not zeroed first: faster. The unused tail of a page may hold
+                # stale heap bytes of this process; the files are owner-only (0o600).
+                meminit=False,
+                max_readers=limits.LMDB_MAX_READERS,
+                # One cached read transaction makes each get ~10% faster; it keeps a reader slot.
+                max_spare_txns=1,
+                mode=0o600,
+                create=True,
+                # The LMDB 0.9 data format, whatever LMDB_DEFAULT_LIB_VERSION says: readable
+                # by the common mdb_* tools; a file in another format is refused, not converted.
+                lib_version=0,
+            )
+        except lmdb.Error as exc:
+            raise DataDirError(f"{self.path} is not a usable LMDB environment: {exc}") from exc
+        # Slots of readers that died without closing (another process, earlier) are freed.
+        env.reader_check()
+        return env
+
+    def _open_dbs(self) -> int:
+        """Open (or, for a new environment, create) the named databases; return the checkpoint LSN."""
+        env = self._env
+        new = env.info()["last_txnid"] == 0  # no transaction ever committed: a fresh store
+        try:
+            with env.begin(write=True) as txn:
+                dbs = [env.open_db(name, txn=txn, create=new) for name in (DB_META, DB_DOCS, DB_SEQS, DB_PREPARES)]
+                if new:
+                    txn.put(META_FORMAT_VERSION, _U32.pack(STORE_FORMAT_VERSION), db=dbs[0])
+                    txn.put(META_CHECKPOINT_LSN, _U64.pack(0), db=dbs[0])
+                version_raw = txn.get(META_FORMAT_VERSION, db=dbs[0])
+                lsn_raw = txn.get(META_CHECKPOINT_LSN, db=dbs[0])
+        except lmdb.NotFoundError as exc:
+            raise DataDirError(f"{self.path}: LMDB environment lacks the store's databases: {exc}") from exc
+        except lmdb.Error as exc:
+            raise DataDirError(f"{self.path}: cannot open the store's databases: {exc}") from exc
+        self._meta, self._docs, self._seqs, self._prepares = dbs
+        if version_raw is None or len(version_raw) != _U32.size:
+            raise DataDirError(f"{self.path}: meta {META_FORMAT_VERSION!r} is missing or garbled: {version_raw!r}")
+        version = _U32.unpack(version_raw)[0]
+        if version != STORE_FORMAT_VERSION:
+            raise _error_with(
+                FormatVersionError,
+                f"{self.path}: store format version {version}, this build reads {STORE_FORMAT_VERSION}",
+                path=self.path,
+                version=version,
+            )
+        if lsn_raw is None or len(lsn_raw) != _U64.size:
+            raise DataDirError(f"{self.path}: meta {META_CHECKPOINT_LSN!r} is missing or garbled: {lsn_raw!r}")
+        return _U64.unpack(lsn_raw)[0]
+
+    # -- reads --------------------------------------------------------------------------
+
+    @property
+    def checkpoint_lsn(self) -> int:
+        """The WAL end position the last apply covered (0 for a new store)."""
+        return self._checkpoint_lsn
+
+    def get(self, skey: bytes) -> bytes | None:
+        """The encoded document at `skey` (tombstones included), or None. Any thread."""
+        try:
+            # The temporary transaction is released (into the spare slot) by reference
+            # counting as soon as get returns; this is the fastest form measured.
+            return self._begin(self._docs).get(skey)
+        except lmdb.Error:
+            return self._get_retrying(self._docs, skey)
+
+    def get_meta(self, name: bytes) -> bytes | None:
+        try:
+            return self._begin(self._meta).get(name)
+        except lmdb.Error:
+            return self._get_retrying(self._meta, name)
+
+    def _get_retrying(self, db: Any, key: bytes) -> bytes | None:
+        # A read that raced a map resize was refused or invalidated by py-lmdb; wait for the
+        # resize to finish and read again. Anything that persists is a real failure.
+        error: lmdb.Error | None = None
+        for _ in range(_GET_ATTEMPTS_MAX):
+            self._gate.wait_resized()
+            try:
+                return self._begin(db).get(key)
+            except lmdb.Error as exc:
+                error = exc
+        raise StoreError(f"{self.path}: read failed: {error}") from error
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        """One read transaction, registered with the resize gate; lmdb errors -> StoreError."""
+        with self._gate.snapshot():
+            try:
+                txn = self._begin()
+            except lmdb.Error as exc:
+                raise StoreError(f"{self.path}: cannot start a read transaction: {exc}") from exc
+            try:
+                yield txn
+            except lmdb.Error as exc:
+                raise StoreError(f"{self.path}: read failed (snapshot invalidated?): {exc}") from exc
+            finally:
+                with contextlib.suppress(lmdb.Error):
+                    txn.abort()
+
+    def iter_by_seqno(self, vbucket: int, start_seqno: int = 0) -> Iterator[tuple[int, bytes, bytes]]:
+        """(seqno, store key, encoded doc) for seqno >= start_seqno, ascending; one snapshot."""
+        prefix = _U16.pack(vbucket)
+        with self._snapshot() as txn:
+            cursor = txn.cursor(db=self._seqs)
+            if not cursor.set_range(prefix + _U64.pack(start_seqno)):
+                return
+            for seq_key, skey in cursor:
+                if not seq_key.startswith(prefix):
+                    return
+                seqno = _U64.unpack_from(seq_key, 2)[0]
+                record = txn.get(skey, db=self._docs)
+                if record is None or seqno_of(record) != seqno:
+                    raise StoreError(f"{self.path}: seqs entry vb={vbucket} seqno={seqno} -> {skey!r} is stale")
+                yield seqno, skey, record
+
+    def iter_docs(self, vbucket: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(store key, encoded doc) in key order, all or one vbucket; one snapshot."""
+        prefix = b"" if vbucket is None else _U16.pack(vbucket)
+        with self._snapshot() as txn:
+            yield from self._iter_prefix(txn.cursor(db=self._docs), prefix)
+
+    def iter_prepares(self) -> Iterator[tuple[bytes, bytes]]:
+        """(store key, prepare record) in key order; one snapshot."""
+        with self._snapshot() as txn:
+            yield from self._iter_prefix(txn.cursor(db=self._prepares), b"")
+
+    @staticmethod
+    def _iter_prefix(cursor: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        if not cursor.set_range(prefix):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    # -- writes (the checkpointer thread only) ------------------------------------------
+
+    def apply(self, batch: CheckpointBatch) -> None:
+        """Write the whole batch and its checkpoint LSN in one synced transaction, or nothing."""
+        assert batch.checkpoint_lsn >= self._checkpoint_lsn, (
+            f"checkpoint LSN would go backwards: {self._checkpoint_lsn} -> {batch.checkpoint_lsn}"
+        )
+        assert not (batch.meta.keys() & _META_RESERVED), "batch.meta names a key the store owns"
+        self._write(lambda txn: self._apply_in(txn, batch))
+        self._checkpoint_lsn = batch.checkpoint_lsn
+
+    def _apply_in(self, txn: Any, batch: CheckpointBatch) -> None:
+        docs, seqs, prepares, meta = self._docs, self._seqs, self._prepares, self._meta
+        seq_keys_new: set[bytes] = set()
+        for skey, record in batch.docs.items():
+            assert len(skey) > _STORE_KEY_PREFIX_SIZE and len(record) >= HEADER_SIZE, skey
+            vb = skey[:2]
+            seq_key_new = vb + _U64.pack(seqno_of(record))
+            assert seq_key_new not in seq_keys_new, f"two docs of one batch share seqno: {skey!r}"
+            seq_keys_new.add(seq_key_new)
+            old = txn.get(skey, db=docs)
+            if old is not None:
+                old_seq_key = vb + _U64.pack(seqno_of(old))
+                # Delete only if the entry still names this key: after a rollback, another
+                # key of this very batch may already have taken that seqno.
+                if txn.get(old_seq_key, db=seqs) == skey:
+                    txn.delete(old_seq_key, db=seqs)
+            txn.put(skey, record, db=docs)
+            txn.put(seq_key_new, skey, db=seqs)
+        for skey in batch.prepares_delete:
+            txn.delete(skey, db=prepares)
+        for skey, record in batch.prepares_put.items():
+            txn.put(skey, record, db=prepares)
+        for name, value in batch.meta.items():
+            txn.put(name, value, db=meta)
+        txn.put(META_CHECKPOINT_LSN, _U64.pack(batch.checkpoint_lsn), db=meta)
+
+    def delete_vbucket(self, vbucket: int) -> None:
+        """Drop every doc, seqs entry and prepare of `vbucket` in one transaction."""
+        prefix = _U16.pack(vbucket)
+
+        def drop(txn: Any) -> None:
+            for db in (self._docs, self._seqs, self._prepares):
+                cursor = txn.cursor(db=db)
+                if cursor.set_range(prefix):
+                    while cursor.key().startswith(prefix):
+                        cursor.delete()  # moves to the next record
+
+        self._write(drop)
+
+    def delete_collection(self, collection_id: int) -> int:
+        """Drop the docs (and prepares) of a dropped collection in every vbucket; return the doc count."""
+        collection = _U32.pack(collection_id)
+
+        def drop(txn: Any) -> int:
+            count = 0
+            for db in (self._docs, self._prepares):
+                cursor = txn.cursor(db=db)
+                positioned = cursor.first()
+                while positioned:
+                    vb = cursor.key()[:2]
+                    prefix = vb + collection
+                    if cursor.set_range(prefix):
+                        while cursor.key().startswith(prefix):
+                            if db is self._docs:
+                                seq_key = vb + _U64.pack(seqno_of(cursor.value()))
+                                if txn.get(seq_key, db=self._seqs) == cursor.key():
+                                    txn.delete(seq_key, db=self._seqs)
+                                count += 1
+                            cursor.delete()
+                    # Jump to the next vbucket present instead of walking this one's keys.
+                    next_vb = _U16.unpack(vb)[0] + 1
+                    positioned = next_vb <= 0xFFFF and cursor.set_range(_U16.pack(next_vb))
+            return count
+
+        return self._write(drop)
+
+    def _write(self, body: Callable[[Any], _T]) -> _T:
+        """Run `body` in one write transaction; on MapFullError grow the map and rerun it whole."""
+        with self._write_lock:
+            while True:
+                try:
+                    with self._begin(write=True) as txn:
+                        result = body(txn)
+                    return result
+                except lmdb.MapFullError:
+                    self._grow_map()  # the transaction was aborted: nothing of it is applied
+                except lmdb.Error as exc:
+                    raise StoreError(f"{self.path}: write transaction failed: {exc}") from exc
+
+    def _grow_map(self) -> None:
+        map_size = self._env.info()["map_size"]
+        if map_size >= self._map_size_max:
+            raise StoreError(f"{self.path}: LMDB map is full at its maximum of {self._map_size_max} bytes")
+        map_size_new = min(map_size * 2, self._map_size_max)
+        with self._gate.resizing(limits.LMDB_RESIZE_READERS_WAIT_S):
+            try:
+                self._env.set_mapsize(map_size_new)
+            except lmdb.Error as exc:
+                raise StoreError(f"{self.path}: cannot grow the LMDB map to {map_size_new} bytes: {exc}") from exc
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Map size, pages used, reader slots and entries per database, for observability."""
+        with self._snapshot() as txn:
+            info = self._env.info()
+            page_size_bytes = self._env.stat()["psize"]
+            dbs = {"meta": self._meta, "docs": self._docs, "seqs": self._seqs, "prepares": self._prepares}
+            entries = {name: txn.stat(db)["entries"] for name, db in dbs.items()}
+        return {
+            "map_size_bytes": info["map_size"],
+            "map_size_max_bytes": self._map_size_max,
+            "page_size_bytes": page_size_bytes,
+            "pages_used": info["last_pgno"] + 1,
+            "used_bytes": (info["last_pgno"] + 1) * page_size_bytes,
+            "readers_open": info["num_readers"],
+            "readers_max": info["max_readers"],
+            "checkpoint_lsn": self._checkpoint_lsn,
+            "entries": entries,
+        }
+
+    def close(self) -> None:
+        """Close the environment (idempotent). Open iterators are invalidated."""
+        with self._write_lock:
+            env, self._env = self._env, None
+            if env is not None:
+                env.close()
+            with _open_dirs_lock:
+                _open_dirs.discard(self._dir_id)
+
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({self.path!r}, checkpoint_lsn={self._checkpoint_lsn})"
