@@ -56,6 +56,21 @@ class EmbeddedBackend:
         except TimeoutError as exc:
             raise BackendTimeoutError(str(exc)) from None
 
+    def reader(self, bucket: str, scope: str, collection: str):
+        """A direct get for one collection: one attempt, engine errors raised as they are."""
+        target = self.node.buckets.get(bucket)
+        if target is None:
+            return None
+        lock, engine, now, buckets = target.lock, target.engine, time.time, self.node.buckets
+
+        def read(key: bytes):
+            if buckets.get(bucket) is not target:
+                raise LookupError("the bucket was dropped")  # the caller takes the general path
+            with lock:
+                return engine.get(scope, collection, key, now())
+
+        return read
+
     def bucket_names(self) -> list[str]:
         return list(self.node.buckets)
 
@@ -132,7 +147,10 @@ def _read(outcome, with_expiry: bool = True) -> KVResponse:
 
 
 def _get(b, r):
-    return _read(b.call("get", r.scope, r.collection, r.key, time.time()), r.with_expiry)
+    # The hot path: straight into the engine under the bucket lock. A ReadOutcome has the
+    # fields a KVResponse for get needs (value, flags, cas, expiry, vbucket).
+    with b.lock:
+        return b.engine.get(r.scope, r.collection, r.key, time.time())
 
 
 def _exists(b, r):
@@ -200,9 +218,7 @@ def _concat(prepend: bool):
 
 def _get_any_replica(b, r):
     # An embedded node holds only the active copy; it answers as the active.
-    resp = _get(b, r)
-    resp.is_replica = False
-    return resp
+    return _read(b.call("get", r.scope, r.collection, r.key, time.time()))
 
 
 def _get_all_replicas(b, r):

@@ -87,6 +87,17 @@ _GET = Op.GET
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
+def _reader_of(backend: Any, bucket: str, scope: str, collection: str) -> Any:
+    """The backend's direct single-attempt get for one collection, or a stand-in that defers to execute."""
+    make = getattr(backend, "reader", None)
+    reader = make(bucket, scope, collection) if make is not None else None
+    return reader if reader is not None else _no_reader
+
+
+def _no_reader(key: bytes) -> Any:
+    raise LookupError("no direct reader")
+
+
 class Collection:
     """A collection of documents, addressed by key."""
 
@@ -98,6 +109,7 @@ class Collection:
         self._scope_name = scope.name
         self._bucket_name = bucket.name
         self._backend = cluster._backend
+        self._reader: Any = None  # the backend's direct get for this collection, fetched on first use
         self._transcoder = cluster._transcoder
         self._kv_timeout_s = cluster._kv_timeout_s
         self._mutation_tokens = cluster._mutation_tokens
@@ -130,10 +142,19 @@ class Collection:
         if opts or kwargs:
             return self._get_with_options(key, forward_args(kwargs, *opts))
         key_bytes = key.encode() if key.__class__ is str and key else self._key_bytes(key)
-        request = KVRequest(
-            _GET, self._bucket_name, self._scope_name, self._name, key_bytes, timeout_s=self._kv_timeout_s
-        )
-        response = execute(self._backend, request, True)
+        reader = self._reader
+        if reader is None:
+            reader = self._reader = _reader_of(self._backend, self._bucket_name, self._scope_name, self._name)
+        try:
+            # One attempt through the backend's direct reader (an embedded node answers in
+            # microseconds); any refusal is redone through the general path, which retries
+            # and raises the proper exception. A get is idempotent, so that is safe.
+            response = reader(key_bytes)
+        except Exception:
+            request = KVRequest(
+                _GET, self._bucket_name, self._scope_name, self._name, key_bytes, timeout_s=self._kv_timeout_s
+            )
+            response = execute(self._backend, request, True)
         return GetResult(key, response.cas, response.flags, response.value, self._transcoder)
 
     def _get_with_options(self, key: str, args: dict[str, Any]) -> GetResult:
@@ -241,11 +262,8 @@ class Collection:
 
     def unlock(self, key: str, cas: int, *opts: Any, **kwargs: Any) -> None:
         args = forward_args({**kwargs, "cas": cas}, *opts)
-        cas = args.get("cas")
-        if not isinstance(cas, int) or isinstance(cas, bool):
-            raise self._invalid(key, "unlock needs the int CAS returned by get_and_lock")
         request = self._request(Op.UNLOCK, key, args)
-        request.cas = cas
+        request.cas = self._required(key, args, "cas")
         execute(self._backend, request)
 
     # --- multi-key (one request per key, in order) ------------------------------------------

@@ -9,6 +9,7 @@ caller, so they win over both. During the merge:
 - `timeout` must be a `timedelta` (else `InvalidArgumentException`); it becomes float seconds;
 - `expiry` must be a `timedelta` (else `InvalidArgumentException`); it becomes the wire form
   of `timedelta_as_timestamp` (relative seconds below 30 days, else absolute unix seconds);
+- `cas` must be an unsigned 64-bit int (else `InvalidArgumentException`);
 - `lock_time` becomes whole seconds; `durability` becomes an int level, a client-durability
   dict, or is dropped (see `durakv.durability`). Unknown keys pass through untouched.
 
@@ -57,7 +58,14 @@ def _lock_time_as_seconds(duration: timedelta) -> int:
     return int(duration.total_seconds())
 
 
+def _validate_cas(cas: int) -> int:
+    if not isinstance(cas, int) or isinstance(cas, bool) or not 0 <= cas < 2**64:
+        raise InvalidArgumentException(f"cas must be an unsigned 64-bit int, not {cas!r}")
+    return cas
+
+
 _CONVERSIONS = {
+    "cas": _validate_cas,
     "timeout": timedelta_as_seconds,
     "expiry": timedelta_as_timestamp,
     "lock_time": _lock_time_as_seconds,

@@ -35,7 +35,7 @@ from .vbucket import PendingPrepare, VBState, VBucket
 class Log(Protocol):
     end_lsn: int
 
-    def append(self, kind: int, payload: bytes) -> int: ...
+    def append(self, kind: int, payload: bytes, *, lazy: bool = False) -> int: ...
 
     def request_sync(self, lsn: int) -> None: ...
 
@@ -128,9 +128,9 @@ class BucketCore:
         return doc
 
     # -- writing records ---------------------------------------------------------------
-    def _append(self, kind: Kind, payload: bytes, vb: VBucket, seqno: int) -> int:
+    def _append(self, kind: Kind, payload: bytes, vb: VBucket, seqno: int, lazy: bool = False) -> int:
         try:
-            lsn = self.log.append(kind, payload)
+            lsn = self.log.append(kind, payload, lazy=lazy)
         except WalFailedError as exc:
             raise KVError(Status.TMPFAIL, f"the write-ahead log is not accepting writes: {exc}") from exc
         self._unpersisted.append((lsn, vb.vbid, seqno))
@@ -181,8 +181,13 @@ class BucketCore:
                 self.monitors[vbid].local_persisted(seqno)
                 self._drain(vb)
 
+    def sync_writes_in_flight(self) -> int:
+        return len(self._cookies)
+
     def tick(self, now: float) -> None:
         """Abort SyncWrites whose durability timeout has passed."""
+        if not self._cookies and not any(vb.prepares for vb in self.vbuckets):
+            return
         for vb in self.vbuckets:
             monitor = self.monitors[vb.vbid]
             if monitor.pending_count:
@@ -202,7 +207,7 @@ class BucketCore:
         kind = Kind.COMMIT if completion.outcome is Outcome.COMMIT else Kind.ABORT
         payload = records.encode_completion(vb.vbid, prepare.collection_id, prepare.key, completion.seqno, seqno)
         try:
-            self._append(kind, payload, vb, seqno)
+            self._append(kind, payload, vb, seqno, lazy=True)
         except KVError:
             # The log refuses writes: leave the prepare in place (it is reloaded and
             # completed after a restart); the waiter learns nothing certain.

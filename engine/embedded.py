@@ -64,6 +64,8 @@ class EmbeddedBucket:
         self.checkpoint_count = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._idle = False
+        self._wakeups: list[threading.Lock] = []  # waiters to release once the bucket lock is free
         self._last_checkpoint = time.monotonic()
         self._last_pager = time.monotonic()
         self.wal.start(on_persisted=self._on_persisted, on_failure=self._on_wal_failure)
@@ -75,18 +77,30 @@ class EmbeddedBucket:
         """Run one engine operation; a Pending result is waited for up to `wait_s`."""
         with self.lock:
             result = getattr(self.engine, method)(*args, **kwargs)
-            if not isinstance(result, Pending):
-                return result
-            done = threading.Event()
-            result.add_callback(lambda _p: done.set())
-        self._wake.set()
-        if not done.wait(wait_s):
+            if result.__class__ is not Pending or result.done:
+                waiter = None
+            else:
+                # A plain lock, held until the SyncWrite completes: cheaper to wake than an Event.
+                waiter = threading.Lock()
+                waiter.acquire()
+                result.add_callback(lambda _p: self._wakeups.append(waiter))
+        if waiter is None:
+            return result.outcome() if result.__class__ is Pending else result
+        if self._idle:
+            self._wake.set()  # the maintenance thread must start watching durability timeouts
+        if not waiter.acquire(timeout=-1 if wait_s is None else wait_s):
             raise TimeoutError("the durable write did not complete in time")
         return result.outcome()
+
+    def _wake_waiters(self) -> None:
+        """Release the callers whose SyncWrites completed; called after the bucket lock is released."""
+        while self._wakeups:
+            self._wakeups.pop().release()
 
     def _on_persisted(self, lsn: int) -> None:
         with self.lock:
             self.engine.on_persisted(lsn)
+        self._wake_waiters()
 
     def _on_wal_failure(self, exc: BaseException) -> None:
         log.error("bucket %s: write-ahead log failed, writes refused until it recovers: %s", self.config.name, exc)
@@ -94,12 +108,14 @@ class EmbeddedBucket:
     # -- maintenance thread ----------------------------------------------------------------
     def _maintain(self) -> None:
         while not self._stop.is_set():
-            busy = any(m.pending_count for m in self.engine.monitors)
-            self._wake.wait(_TICK_BUSY_S if busy else 0.5)
+            self._idle = not self.engine.sync_writes_in_flight()
+            self._wake.wait(0.5 if self._idle else _TICK_BUSY_S)
             self._wake.clear()
+            self._idle = False
             try:
                 with self.lock:
                     self.engine.tick(time.time())
+                self._wake_waiters()
                 now = time.monotonic()
                 if self.engine.memtable_size() >= MEMTABLE_SIZE_CHECKPOINT or (
                     now - self._last_checkpoint >= CHECKPOINT_INTERVAL_S and len(self.engine.memtable)

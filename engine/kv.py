@@ -12,7 +12,9 @@ value size, document existence, a pending SyncWrite on the key, the lock, the CA
 
 from __future__ import annotations
 
+import struct
 from typing import NamedTuple
+from zlib import crc32
 
 from . import expiry as expiry_rules
 from .bucket import BucketCore, MutationOutcome
@@ -20,10 +22,11 @@ from .document import Document, store_key
 from .durability import Level
 from .errors import KVError, Status
 from .hlc import CAS_LOCKED
-from .keys import check_key, vbucket_of
+from .keys import check_key
 from .limits import (
     DURABILITY_TIMEOUT_DEFAULT_MS,
     DURABILITY_TIMEOUT_MAX_MS,
+    KEY_LEN_MAX_NAMED_COLLECTION,
     LOCK_TIME_DEFAULT_S,
     LOCK_TIME_MAX_S,
     PENDING_PREPARES_MAX,
@@ -33,6 +36,7 @@ from .pending import Pending
 from .records import Kind
 from .vbucket import Lock, VBState, VBucket
 
+_SKEY_PREFIX = struct.Struct(">HI")  # document.store_key's layout
 COUNTER_FLAGS = 0x02000000  # counters are JSON numbers
 _UINT64 = 2**64
 
@@ -54,28 +58,37 @@ class Located(NamedTuple):
 class BucketEngine(BucketCore):
     # -- shared steps ------------------------------------------------------------------
     def locate(self, scope: str, collection: str, key: bytes) -> Located:
+        """Collection id, key limits, vbucket and its state: the first checks of every operation."""
         cid = self.manifest.collection_id(scope, collection)
-        check_key(key, cid)
-        vb = self.vbuckets[vbucket_of(key, self.config.num_vbuckets)]
+        if not key or len(key) > KEY_LEN_MAX_NAMED_COLLECTION:  # the common case costs one comparison
+            check_key(key, cid)
+        vbid = ((crc32(key) >> 16) & 0x7FFF) % self.config.num_vbuckets  # keys.vbucket_of, inlined
+        vb = self.vbuckets[vbid]
         if vb.state is not VBState.ACTIVE:
-            raise KVError(Status.NOT_MY_VBUCKET, f"vbucket {vb.vbid} is not active here", key=key)
-        return Located(vb, cid, store_key(vb.vbid, cid, key))
+            raise KVError(Status.NOT_MY_VBUCKET, f"vbucket {vbid} is not active here", key=key)
+        return Located(vb, cid, _SKEY_PREFIX.pack(vbid, cid) + key)
 
     def _visible(self, loc: Located, key: bytes, now: float) -> Document | None:
         """The committed, live document; an expired one is expired now (lazily) and reads as absent."""
+        return self._read(loc, key, now)[0]
+
+    def _read(self, loc: Located, key: bytes, now: float) -> tuple[Document | None, Document | None]:
+        """(the live document or None, the newest committed version incl. tombstones): one store read."""
         doc = self.committed(loc.skey)
         if doc is None or doc.deleted:
-            return None
+            return None, doc
         if doc.expiry and doc.expiry <= now:
             if loc.skey not in loc.vb.prepares:
                 tomb = self._new_doc(loc.vb, doc, now, b"", 0, 0, deleted=True)
+                loc.vb.locks.pop(loc.skey, None)
                 try:
                     self.write_document(Kind.EXPIRATION, loc.vb, loc.skey, loc.cid, key, tomb)
                 except KVError:
                     loc.vb.high_seqno -= 1  # the log refused it; the document stays hidden anyway
-                loc.vb.locks.pop(loc.skey, None)
-            return None
-        return doc
+                    return None, doc
+                return None, tomb
+            return None, doc
+        return doc, doc
 
     def _lock(self, vb: VBucket, skey: bytes, now: float) -> Lock | None:
         lock = vb.locks.get(skey)
@@ -106,7 +119,7 @@ class BucketEngine(BucketCore):
             raise KVError(Status.DURABILITY_INVALID_LEVEL, f"durability timeout {timeout_ms!r} ms out of range")
         if not self.chain.durability_possible():
             raise KVError(Status.DURABILITY_IMPOSSIBLE, "the vbucket's chain cannot form a durable majority")
-        if sum(len(vb.prepares) for vb in self.vbuckets) >= PENDING_PREPARES_MAX:
+        if self.sync_writes_in_flight() >= PENDING_PREPARES_MAX:
             raise KVError(Status.TMPFAIL, "too many durable writes in flight")
         return level, now + (timeout_ms or DURABILITY_TIMEOUT_DEFAULT_MS) / 1000
 
@@ -146,14 +159,17 @@ class BucketEngine(BucketCore):
     # -- reads -------------------------------------------------------------------------
     def get(self, scope: str, collection: str, key: bytes, now: float) -> ReadOutcome:
         loc = self.locate(scope, collection, key)
-        prepare = loc.vb.prepares.get(loc.skey)
-        if prepare is not None and prepare.maybe_visible:
-            raise KVError(Status.SYNC_WRITE_RECOMMIT_IN_PROGRESS, "a reloaded durable write is being committed", key=key)
+        vb = loc.vb
+        if vb.prepares:
+            prepare = vb.prepares.get(loc.skey)
+            if prepare is not None and prepare.maybe_visible:
+                raise KVError(Status.SYNC_WRITE_RECOMMIT_IN_PROGRESS, "a reloaded durable write is being committed",
+                              key=key)  # fmt: skip
         doc = self._visible(loc, key, now)
         if doc is None:
             raise KVError(Status.KEY_ENOENT, "document not found", key=key)
-        cas = CAS_LOCKED if self._lock(loc.vb, loc.skey, now) is not None else doc.cas
-        return ReadOutcome(doc.value, doc.flags, cas, doc.expiry, loc.vb.vbid)
+        cas = CAS_LOCKED if vb.locks and self._lock(vb, loc.skey, now) is not None else doc.cas
+        return ReadOutcome(doc.value, doc.flags, cas, doc.expiry, vb.vbid)
 
     def exists(self, scope: str, collection: str, key: bytes, now: float) -> tuple[bool, int]:
         loc = self.locate(scope, collection, key)
@@ -170,9 +186,10 @@ class BucketEngine(BucketCore):
         self._check_value(value, key)
         if loc.skey in loc.vb.prepares:
             raise KVError(Status.SYNC_WRITE_IN_PROGRESS, "a durable write on this key is in progress", key=key)
-        if self._visible(loc, key, now) is not None:
+        current, newest = self._read(loc, key, now)
+        if current is not None:
             raise KVError(Status.KEY_EEXISTS, "document exists", key=key)
-        doc = self._new_doc(loc.vb, self.committed(loc.skey), now, value, flags, self._expiry(expiry, loc.cid, now))
+        doc = self._new_doc(loc.vb, newest, now, value, flags, self._expiry(expiry, loc.cid, now))
         return self._store(Kind.MUTATION, loc, key, doc, level, deadline)
 
     def upsert(self, scope, collection, key, value, flags, now, *, expiry=0, preserve_expiry=False, level=0,
@@ -180,10 +197,10 @@ class BucketEngine(BucketCore):
         loc = self.locate(scope, collection, key)
         level, deadline = self._durability(level, timeout_ms, now)
         self._check_value(value, key)
-        current = self._visible(loc, key, now)
+        current, newest = self._read(loc, key, now)
         self._check_write(loc, key, now, 0, current)
         absolute = current.expiry if preserve_expiry and current is not None else self._expiry(expiry, loc.cid, now)
-        doc = self._new_doc(loc.vb, current or self.committed(loc.skey), now, value, flags, absolute)
+        doc = self._new_doc(loc.vb, newest, now, value, flags, absolute)
         return self._store(Kind.MUTATION, loc, key, doc, level, deadline)
 
     def replace(self, scope, collection, key, value, flags, now, *, cas=0, expiry=0, preserve_expiry=False, level=0,
@@ -264,13 +281,13 @@ class BucketEngine(BucketCore):
         """Increment (delta >= 0) or decrement (delta < 0); `initial` None means do not create."""
         loc = self.locate(scope, collection, key)
         level, deadline = self._durability(level, timeout_ms, now)
-        current = self._visible(loc, key, now)
+        current, newest = self._read(loc, key, now)
         if current is None:
             if initial is None:
                 raise KVError(Status.KEY_ENOENT, "document not found", key=key)
             self._check_write(loc, key, now, 0, None)
             value = initial % _UINT64
-            doc = self._new_doc(loc.vb, self.committed(loc.skey), now, b"%d" % value, COUNTER_FLAGS,
+            doc = self._new_doc(loc.vb, newest, now, b"%d" % value, COUNTER_FLAGS,
                                 self._expiry(expiry, loc.cid, now))  # fmt: skip
             return self._store(Kind.MUTATION, loc, key, doc, level, deadline, value)
         self._check_write(loc, key, now, 0, current)

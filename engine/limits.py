@@ -33,6 +33,7 @@ WAL_UNSYNCED_SIZE_MAX = 64 * 1024 * 1024  # written-but-unsynced bytes beyond th
 WAL_SEGMENT_SIZE_MIN = 1024  # smallest segment_size_max accepted (tests use small segments)
 WAL_FSYNC_INTERVAL_MAX_MS = 60_000  # largest N accepted in fsync policy "interval=N"
 WAL_FAILURE_RETRY_INTERVAL_S = 0.2  # a failed WAL retries its rewrite + fsync this often
+WAL_LAZY_DELAY_S = 0.005  # a lazy record (a SyncWrite's commit) waits at most this long for company
 
 MEMTABLE_SIZE_CHECKPOINT = 64 * 1024 * 1024  # bytes that trigger a checkpoint
 CHECKPOINT_INTERVAL_S = 5.0

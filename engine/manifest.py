@@ -66,6 +66,7 @@ class Manifest:
         self.scopes: dict[str, ScopeEntry] = {DEFAULT_NAME: default}
         self.default_collection_dropped = False
         self._index: dict[tuple[str, str], int] = {}
+        self._by_id: dict[int, CollectionEntry] = {}
         self._reindex()
 
     # -- lookups -----------------------------------------------------------------------
@@ -79,11 +80,7 @@ class Manifest:
         raise KVError(Status.UNKNOWN_COLLECTION, f"collection {scope}.{collection} not found")
 
     def collection(self, cid: int) -> CollectionEntry | None:
-        for scope in self.scopes.values():
-            for entry in scope.collections.values():
-                if entry.cid == cid:
-                    return entry
-        return None
+        return self._by_id.get(cid)
 
     def collection_ids(self) -> set[int]:
         return set(self._index.values())
@@ -194,3 +191,4 @@ class Manifest:
 
     def _reindex(self) -> None:
         self._index = {(s.name, c.name): c.cid for s in self.scopes.values() for c in s.collections.values()}
+        self._by_id = {c.cid: c for s in self.scopes.values() for c in s.collections.values()}

@@ -103,6 +103,8 @@ class WriteAheadLog:
         self._stop_mode: str | None = None  # None | "close" | "power_loss"
         self._closed = False
         self._flusher_idle = False
+        self._eager_pending = False  # an eager record is buffered and not yet taken by the flusher
+        self._lazy_since_s: float | None = None  # when the oldest untaken lazy record was appended
         self._thread: threading.Thread | None = None
         self._on_persisted: Callable[[int], None] | None = None
         self._on_failure: Callable[[BaseException], None] | None = None
@@ -217,14 +219,27 @@ class WriteAheadLog:
             self._thread = threading.Thread(target=self._run, name="durakv-wal-flusher", daemon=True)
         self._thread.start()
 
-    def append(self, kind: int, payload: bytes) -> int:
-        """Buffer one record (no I/O); returns its end LSN. Thread-safe."""
+    def append(self, kind: int, payload: bytes, *, lazy: bool = False) -> int:
+        """Buffer one record (no I/O); returns its end LSN. Thread-safe.
+
+        A `lazy` record does not start a write of its own: it rides along with the next
+        eager record or sync request, or goes out after WAL_LAZY_DELAY_S. The engine
+        appends SyncWrite commits lazily: nobody waits for their fsync (a commit lost
+        to a crash is redone from its persisted prepare at recovery), and flushing them
+        alone would cost every group of durable writers a second fsync.
+        """
         codec.check_record_input(kind, payload)
         with self._lock:
             self._check_accepting(RECORD_HEADER_SIZE + len(payload))
             record = codec.encode_record(self._end_lsn, kind, payload)
             self._unpersisted.append(record)
             self._end_lsn += len(record)
+            if not lazy:
+                self._eager_pending = True
+            elif self._lazy_since_s is None:
+                self._lazy_since_s = time.monotonic()
+            else:
+                return self._end_lsn
             if self._flusher_idle:
                 self._work.notify()
             return self._end_lsn
@@ -239,6 +254,7 @@ class WriteAheadLog:
                 record = codec.encode_record(self._end_lsn, kind, payload)
                 self._unpersisted.append(record)
                 self._end_lsn += len(record)
+            self._eager_pending = True
             if self._flusher_idle and records:
                 self._work.notify()
             return self._end_lsn
@@ -401,7 +417,16 @@ class WriteAheadLog:
             if rewind:
                 self._written_count = 0  # the rewind drops every unsynced byte from the file
             new = self._unpersisted[self._written_count :]
+            if new and not (rewind or stopping or self._eager_pending or self._sync_requested_lsn > self._persisted_lsn):
+                # Only lazy records wait: give them company for a moment.
+                assert self._lazy_since_s is not None
+                wait_s = self._lazy_since_s + limits.WAL_LAZY_DELAY_S - now_s
+                if wait_s > 0:
+                    self._wait(wait_s)
+                    continue
             if new or rewind or stopping or self._sync_wanted(now_s, forced=False):
+                self._eager_pending = False
+                self._lazy_since_s = None
                 return new, rewind, stopping
             timeout_s = None
             if self._policy.mode == "interval" and self._segment_size > self._segment_synced_size:
