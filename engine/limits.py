@@ -33,6 +33,8 @@ WAL_UNSYNCED_SIZE_MAX = 64 * 1024 * 1024  # written-but-unsynced bytes beyond th
 WAL_SEGMENT_SIZE_MIN = 1024  # smallest segment_size_max accepted (tests use small segments)
 WAL_FSYNC_INTERVAL_MAX_MS = 60_000  # largest N accepted in fsync policy "interval=N"
 WAL_FAILURE_RETRY_INTERVAL_S = 0.2  # a failed WAL retries its rewrite + fsync this often
+WAL_GATHER_FRACTION = 0.5  # with concurrent writers, wait this fraction of an fsync for more
+WAL_GATHER_MAX_S = 0.002  # ... but never longer than this
 WAL_LAZY_DELAY_S = 0.005  # a lazy record (a SyncWrite's commit) waits at most this long for company
 
 MEMTABLE_SIZE_CHECKPOINT = 64 * 1024 * 1024  # bytes that trigger a checkpoint

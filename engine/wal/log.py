@@ -105,6 +105,10 @@ class WriteAheadLog:
         self._flusher_idle = False
         self._eager_pending = False  # an eager record is buffered and not yet taken by the flusher
         self._lazy_since_s: float | None = None  # when the oldest untaken lazy record was appended
+        self._eager_count = 0  # eager records appended since the flusher last took a batch
+        self._last_batch_eager = 0  # eager records in the batch the flusher took last
+        self._gather_until_s: float | None = None  # while set, the flusher waits for more writers
+        self._fsync_duration_s = 0.0  # how long the last fdatasync took
         self._thread: threading.Thread | None = None
         self._on_persisted: Callable[[int], None] | None = None
         self._on_failure: Callable[[BaseException], None] | None = None
@@ -236,6 +240,7 @@ class WriteAheadLog:
             self._end_lsn += len(record)
             if not lazy:
                 self._eager_pending = True
+                self._eager_count += 1
             elif self._lazy_since_s is None:
                 self._lazy_since_s = time.monotonic()
             else:
@@ -424,7 +429,20 @@ class WriteAheadLog:
                 if wait_s > 0:
                     self._wait(wait_s)
                     continue
+            if new and self._eager_pending and not (rewind or stopping) and self._policy.mode == "always":
+                # Group commit: when the last batch showed concurrent writers, give the others
+                # a fraction of an fsync's time to join this batch rather than the next one.
+                if self._gather_until_s is None and self._last_batch_eager >= 2:
+                    self._gather_until_s = now_s + min(
+                        self._fsync_duration_s * limits.WAL_GATHER_FRACTION, limits.WAL_GATHER_MAX_S
+                    )
+                if self._gather_until_s is not None and now_s < self._gather_until_s:
+                    self._wait(self._gather_until_s - now_s)
+                    continue
             if new or rewind or stopping or self._sync_wanted(now_s, forced=False):
+                self._last_batch_eager = self._eager_count
+                self._eager_count = 0
+                self._gather_until_s = None
                 self._eager_pending = False
                 self._lazy_since_s = None
                 return new, rewind, stopping
@@ -497,9 +515,11 @@ class WriteAheadLog:
         if self._segment_size == self._segment_synced_size:
             return
         self._fault("fsync")
+        started_s = time.monotonic()
         os.fdatasync(self._fd)
         self.fsync_count += 1
         self._last_sync_s = time.monotonic()
+        self._fsync_duration_s = self._last_sync_s - started_s
         self._segment_synced_size = self._segment_size
         persisted_lsn = self._segment_start_lsn + self._segment_size - SEGMENT_HEADER_SIZE
         with self._lock:
