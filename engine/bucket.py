@@ -106,8 +106,8 @@ class BucketCore:
         self.manifest = Manifest()
         self.memtable = Memtable()
         self.vbuckets = [VBucket(vb) for vb in range(config.num_vbuckets)]
-        self.chain = Chain(node_id, (None,) * config.num_replicas)
-        self.monitors = [ActiveDurabilityMonitor(self.chain) for _ in self.vbuckets]
+        local_chain = Chain(node_id, (None,) * config.num_replicas)  # one node: the replica slots are empty
+        self.monitors = [ActiveDurabilityMonitor(local_chain) for _ in self.vbuckets]
         self.start_time = 0.0
         # (WAL end position, vbucket, seqno) for every record, to learn which seqnos are persisted.
         self._unpersisted: deque[tuple[int, int, int]] = deque()
@@ -225,6 +225,50 @@ class BucketCore:
         elif pending is not None:
             pending.resolve(error=KVError(Status.SYNC_WRITE_AMBIGUOUS, "durability timeout passed", key=prepare.key))
 
+    # -- topology ----------------------------------------------------------------------
+    def set_topology(self, vbid: int, state: VBState, chain: Chain | None = None) -> None:
+        """Make this node the vbucket's active (with `chain`), a replica, or neither (dead).
+
+        Leaving active answers every waiting SyncWrite ambiguous and keeps the prepares for
+        the next owner; becoming active starts a new failover-log entry and takes over the
+        pending prepares with no timeout (they commit once the chain satisfies them).
+        """
+        vb = self.vbuckets[vbid]
+        old = vb.state
+        if chain is None:
+            chain = Chain(self.node_id, (None,) * self.config.num_replicas)
+        if old is VBState.ACTIVE and state is not VBState.ACTIVE:
+            for completion in self.monitors[vbid].abort_all_for_transition():
+                pending, _ = self._cookies.pop((vbid, completion.seqno), (None, 0))
+                if pending is not None:
+                    pending.resolve(error=KVError(Status.SYNC_WRITE_AMBIGUOUS, "the vbucket stopped being active"))
+            for prepare in vb.prepares.values():
+                prepare.maybe_visible = True
+            vb.locks.clear()
+        vb.state = state
+        if state is VBState.ACTIVE and old is not VBState.ACTIVE:
+            vb.new_failover_entry(self.rng)
+            self.monitors[vbid] = self._takeover_monitor(vb, chain)
+            self._drain(vb)
+        elif state is VBState.ACTIVE and chain != self.monitors[vbid].chain:
+            self.monitors[vbid].set_chain(chain)
+            self._drain(vb)
+        if state is not old:
+            self._append(Kind.VBUCKET_STATE, records.encode_meta(vbid, vb.state_json()), vb, vb.high_seqno)
+
+    def _takeover_monitor(self, vb: VBucket, chain: Chain) -> ActiveDurabilityMonitor:
+        """A monitor for a vbucket becoming active, holding its pending prepares with no timeout."""
+        monitor = ActiveDurabilityMonitor(chain)
+        for prepare in sorted(vb.prepares.values(), key=lambda p: p.document.seqno):
+            prepare.maybe_visible = True
+            monitor.add_prepare(prepare.document.seqno, prepare.skey, Level(prepare.level), None)
+        if vb.prepares:
+            monitor.local_persisted(vb.persisted_seqno)
+        return monitor
+
+    def chain_of(self, vbid: int) -> Chain:
+        return self.monitors[vbid].chain
+
     # -- recovery ----------------------------------------------------------------------
     def recover(self, log_records, *, clean_shutdown: bool, now: float) -> None:
         """Load the checkpoint's metadata, replay the WAL after it, reload pending prepares."""
@@ -252,13 +296,12 @@ class BucketCore:
             vb.persisted_seqno = vb.high_seqno  # replayed records are on disk (the WAL fsynced them at open)
             if not vb.failover_log or not clean_shutdown and not fresh:
                 vb.new_failover_entry(self.rng)
-            monitor = self.monitors[vb.vbid] = ActiveDurabilityMonitor(self.chain)
-            for prepare in sorted(vb.prepares.values(), key=lambda p: p.document.seqno):
-                prepare.maybe_visible = True
-                monitor.add_prepare(prepare.document.seqno, prepare.skey, Level(prepare.level), None)
-            if vb.prepares:
-                monitor.local_persisted(vb.high_seqno)
+            if vb.state is VBState.ACTIVE:
+                self.monitors[vb.vbid] = self._takeover_monitor(vb, self.monitors[vb.vbid].chain)
                 self._drain(vb)
+            else:
+                for prepare in vb.prepares.values():
+                    prepare.maybe_visible = True
 
     def _replay(self, record: records.Record) -> None:
         vb = self.vbuckets[record.vbucket]

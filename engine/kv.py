@@ -109,7 +109,7 @@ class BucketEngine(BucketCore):
         if cas and (current is None or current.cas != cas):
             raise KVError(Status.KEY_EEXISTS, "CAS mismatch", key=key)
 
-    def _durability(self, level: int, timeout_ms: int | None, now: float) -> tuple[int, float | None]:
+    def _durability(self, vb: VBucket, level: int, timeout_ms: int | None, now: float) -> tuple[int, float | None]:
         if type(level) is not int or not 0 <= level <= 3:
             raise KVError(Status.DURABILITY_INVALID_LEVEL, f"unknown durability level {level!r}")
         level = max(level, self.config.durability_min_level)
@@ -117,7 +117,7 @@ class BucketEngine(BucketCore):
             return 0, None
         if timeout_ms is not None and (type(timeout_ms) is not int or not 1 <= timeout_ms <= DURABILITY_TIMEOUT_MAX_MS):
             raise KVError(Status.DURABILITY_INVALID_LEVEL, f"durability timeout {timeout_ms!r} ms out of range")
-        if not self.chain.durability_possible():
+        if not self.monitors[vb.vbid].chain.durability_possible():
             raise KVError(Status.DURABILITY_IMPOSSIBLE, "the vbucket's chain cannot form a durable majority")
         if self.sync_writes_in_flight() >= PENDING_PREPARES_MAX:
             raise KVError(Status.TMPFAIL, "too many durable writes in flight")
@@ -182,7 +182,7 @@ class BucketEngine(BucketCore):
     # -- whole-document writes -----------------------------------------------------------
     def insert(self, scope, collection, key, value, flags, now, *, expiry=0, level=0, timeout_ms=None):
         loc = self.locate(scope, collection, key)
-        level, deadline = self._durability(level, timeout_ms, now)
+        level, deadline = self._durability(loc.vb, level, timeout_ms, now)
         self._check_value(value, key)
         if loc.skey in loc.vb.prepares:
             raise KVError(Status.SYNC_WRITE_IN_PROGRESS, "a durable write on this key is in progress", key=key)
@@ -195,7 +195,7 @@ class BucketEngine(BucketCore):
     def upsert(self, scope, collection, key, value, flags, now, *, expiry=0, preserve_expiry=False, level=0,
                timeout_ms=None):  # fmt: skip
         loc = self.locate(scope, collection, key)
-        level, deadline = self._durability(level, timeout_ms, now)
+        level, deadline = self._durability(loc.vb, level, timeout_ms, now)
         self._check_value(value, key)
         current, newest = self._read(loc, key, now)
         self._check_write(loc, key, now, 0, current)
@@ -206,7 +206,7 @@ class BucketEngine(BucketCore):
     def replace(self, scope, collection, key, value, flags, now, *, cas=0, expiry=0, preserve_expiry=False, level=0,
                 timeout_ms=None):  # fmt: skip
         loc = self.locate(scope, collection, key)
-        level, deadline = self._durability(level, timeout_ms, now)
+        level, deadline = self._durability(loc.vb, level, timeout_ms, now)
         self._check_value(value, key)
         current = self._visible(loc, key, now)
         if current is None:
@@ -218,7 +218,7 @@ class BucketEngine(BucketCore):
 
     def remove(self, scope, collection, key, now, *, cas=0, level=0, timeout_ms=None):
         loc = self.locate(scope, collection, key)
-        level, deadline = self._durability(level, timeout_ms, now)
+        level, deadline = self._durability(loc.vb, level, timeout_ms, now)
         current = self._visible(loc, key, now)
         if current is None:
             raise KVError(Status.KEY_ENOENT, "document not found", key=key)
@@ -280,7 +280,7 @@ class BucketEngine(BucketCore):
     def counter(self, scope, collection, key, delta, initial, now, *, expiry=0, level=0, timeout_ms=None):
         """Increment (delta >= 0) or decrement (delta < 0); `initial` None means do not create."""
         loc = self.locate(scope, collection, key)
-        level, deadline = self._durability(level, timeout_ms, now)
+        level, deadline = self._durability(loc.vb, level, timeout_ms, now)
         current, newest = self._read(loc, key, now)
         if current is None:
             if initial is None:
@@ -301,7 +301,7 @@ class BucketEngine(BucketCore):
 
     def concat(self, scope, collection, key, data, now, *, prepend=False, cas=0, level=0, timeout_ms=None):
         loc = self.locate(scope, collection, key)
-        level, deadline = self._durability(level, timeout_ms, now)
+        level, deadline = self._durability(loc.vb, level, timeout_ms, now)
         current = self._visible(loc, key, now)
         if current is None:
             raise KVError(Status.NOT_STORED, "document not found", key=key)
