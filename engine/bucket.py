@@ -114,6 +114,7 @@ class BucketCore:
         # (vb, prepare seqno) -> (waiter, counter value it answers with)
         self._cookies: dict[tuple[int, int], tuple[Pending, int]] = {}
         self._prepares_dirty: dict[bytes, bytes | None] = {}
+        self._owed: dict[int, deque[Completion]] = {}  # completions decided but refused by the log
         self._prepares_frozen: dict[bytes, bytes | None] = {}
         self.dropped_cids: set[int] = set()  # dropped collections whose documents are still in the store
 
@@ -186,35 +187,51 @@ class BucketCore:
 
     def tick(self, now: float) -> None:
         """Abort SyncWrites whose durability timeout has passed."""
-        if not self._cookies and not any(vb.prepares for vb in self.vbuckets):
+        if not self._cookies and not self._owed and not any(vb.prepares for vb in self.vbuckets):
             return
         for vb in self.vbuckets:
             monitor = self.monitors[vb.vbid]
-            if monitor.pending_count:
+            if vb.state is VBState.ACTIVE and (monitor.pending_count or self._owed.get(vb.vbid)):
                 monitor.process_timeouts(now)
                 self._drain(vb)
+        for vbid in [v for v, owed in self._owed.items() if not owed]:
+            del self._owed[vbid]
 
     def _drain(self, vb: VBucket) -> None:
+        """Write the monitor's completions in order; ones the log refuses are owed and retried."""
+        owed = self._owed.get(vb.vbid)
+        while owed:
+            if not self._complete(vb, owed[0]):
+                break
+            owed.popleft()
         for completion in self.monitors[vb.vbid].take_completions():
-            self._complete(vb, completion)
+            if owed or not self._complete(vb, completion):
+                # Behind an unwritten completion, or refused itself: keep seqno order.
+                self._answer_ambiguous(vb, completion.seqno, "the write-ahead log is failed")
+                owed = self._owed.setdefault(vb.vbid, deque())
+                owed.append(completion)
 
-    def _complete(self, vb: VBucket, completion: Completion) -> None:
+    def _answer_ambiguous(self, vb: VBucket, seqno: int, why: str) -> None:
+        pending, _ = self._cookies.pop((vb.vbid, seqno), (None, 0))
+        if pending is not None:
+            pending.resolve(error=KVError(Status.SYNC_WRITE_AMBIGUOUS, why))
+
+    def _complete(self, vb: VBucket, completion: Completion) -> bool:
+        """Log and apply one commit or abort; False (nothing changed) when the log refuses it."""
         skey = completion.key
         prepare = vb.prepares.get(skey)
         assert prepare is not None and prepare.document.seqno == completion.seqno, "completion without its prepare"
-        pending, counter = self._cookies.pop((vb.vbid, completion.seqno), (None, 0))
         seqno = vb.next_seqno()
         kind = Kind.COMMIT if completion.outcome is Outcome.COMMIT else Kind.ABORT
         payload = records.encode_completion(vb.vbid, prepare.collection_id, prepare.key, completion.seqno, seqno)
         try:
             self._append(kind, payload, vb, seqno, lazy=True)
         except KVError:
-            # The log refuses writes: leave the prepare in place (it is reloaded and
-            # completed after a restart); the waiter learns nothing certain.
+            # The prepare stays (reads keep the old value, writes to the key wait); the
+            # completion is retried by _drain on the next tick, and reloaded after a restart.
             vb.high_seqno -= 1
-            if pending is not None:
-                pending.resolve(error=KVError(Status.SYNC_WRITE_AMBIGUOUS, "write-ahead log failed", key=prepare.key))
-            return
+            return False
+        pending, counter = self._cookies.pop((vb.vbid, completion.seqno), (None, 0))
         del vb.prepares[skey]
         self._prepares_dirty[skey] = None
         if kind is Kind.COMMIT:
@@ -224,6 +241,7 @@ class BucketCore:
                 pending.resolve(MutationOutcome(doc.cas, seqno, vb.vbid, vb.uuid, counter))
         elif pending is not None:
             pending.resolve(error=KVError(Status.SYNC_WRITE_AMBIGUOUS, "durability timeout passed", key=prepare.key))
+        return True
 
     # -- topology ----------------------------------------------------------------------
     def set_topology(self, vbid: int, state: VBState, chain: Chain | None = None) -> None:

@@ -66,6 +66,7 @@ class EmbeddedBucket:
         self._wake = threading.Event()
         self._idle = False
         self._wakeups: list[threading.Lock] = []  # waiters to release once the bucket lock is free
+        self._checkpoint_lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
         self._last_pager = time.monotonic()
         self.wal.start(on_persisted=self._on_persisted, on_failure=self._on_wal_failure)
@@ -128,14 +129,26 @@ class EmbeddedBucket:
 
     def checkpoint(self) -> bool:
         """Move the memtable into LMDB; returns False when the WAL could not be persisted first."""
+        with self._checkpoint_lock:  # one checkpoint at a time: the memtable has one frozen layer
+            return self._checkpoint()
+
+    def _checkpoint(self) -> bool:
         self._last_checkpoint = time.monotonic()
+        if self.wal.failed is not None:
+            return False  # the WAL cannot persist the position the checkpoint would cover
         with self.lock:
             batch = self.engine.freeze_for_checkpoint()
         self.wal.request_sync(batch.checkpoint_lsn)
-        if not self.wal.wait_persisted(batch.checkpoint_lsn, CHECKPOINT_WAL_WAIT_S):
+        deadline = time.monotonic() + CHECKPOINT_WAL_WAIT_S
+        while not self.wal.wait_persisted(batch.checkpoint_lsn, _TICK_BUSY_S):
+            # Keep durability timeouts running while waiting (this may be the maintenance thread).
             with self.lock:
-                self.engine.checkpoint_failed()
-            return False
+                self.engine.tick(time.time())
+            self._wake_waiters()
+            if self.wal.failed is not None or time.monotonic() >= deadline:
+                with self.lock:
+                    self.engine.checkpoint_failed()
+                return False
         try:
             self.store.apply(batch)
         except BaseException:
