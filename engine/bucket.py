@@ -356,6 +356,15 @@ class BucketCore:
         self._adopt_manifest(candidate)
         return result
 
+    def set_manifest(self, manifest: Manifest) -> bool:
+        """Adopt a manifest decided elsewhere (the cluster manager's ids); False if not newer."""
+        if manifest.uid <= self.manifest.uid:
+            return False
+        vb0 = self.vbuckets[0]
+        self._append(Kind.MANIFEST, records.encode_meta(0, manifest.to_json()), vb0, vb0.high_seqno)
+        self._adopt_manifest(Manifest.from_json(manifest.to_json()))
+        return True
+
     def _adopt_manifest(self, manifest: Manifest) -> None:
         dropped = self.manifest.collection_ids() - manifest.collection_ids()
         self.manifest = manifest

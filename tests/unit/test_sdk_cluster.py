@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 import durakv._backends as backends
 import durakv.exceptions as exc
-import pytest
 from durakv._backend import BackendStatusError, KVResponse
 from durakv._errors import KVStatus
 from durakv.auth import PasswordAuthenticator

@@ -6,9 +6,10 @@ import dataclasses
 import logging
 from datetime import timedelta
 
+import pytest
+
 import durakv._retry as retry
 import durakv.exceptions as exc
-import pytest
 from durakv._backend import BackendStatusError, KVRequest, KVResponse, Op
 from durakv._errors import KVStatus
 from durakv.cluster import Cluster

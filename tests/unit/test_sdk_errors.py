@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 
-import durakv.exceptions as exc
 import pytest
+
+import durakv.exceptions as exc
 from durakv._backend import KVRequest, Op
 from durakv._errors import KVStatus, kv_exception, management_exception
 

@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
+
 from durakv import collection as collection_module
 from durakv.durability import ClientDurability, DurabilityLevel, PersistTo, ReplicateTo, ServerDurability
 from durakv.exceptions import InvalidArgumentException
@@ -122,6 +123,17 @@ def test_forward_args_zero_timeout_counts_as_not_given():
 def test_forward_args_expiry_not_timedelta_is_invalid_argument(bad):
     with pytest.raises(InvalidArgumentException):
         forward_args({"expiry": bad})
+
+
+@pytest.mark.parametrize("bad", ["12", 1.5, True, -1, 2**64, b"\x00"])
+def test_forward_args_cas_not_unsigned_64_bit_int_is_invalid_argument(bad):
+    with pytest.raises(InvalidArgumentException):
+        forward_args({"cas": bad})
+
+
+def test_forward_args_cas_bounds_accepted():
+    assert forward_args({"cas": 2**64 - 1})["cas"] == 2**64 - 1
+    assert forward_args({"cas": 0})["cas"] == 0
 
 
 def test_forward_args_lock_time_not_timedelta_is_invalid_argument():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 import durakv._retry as retry
 import durakv.exceptions as exc
-import pytest
 from durakv._backend import BackendStatusError, KVRequest, KVResponse, Op
 from durakv._backends import BackendTimeoutError
 from durakv._errors import KVStatus

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+
 from durakv.exceptions import ValueFormatException
 from durakv.transcoder import (
     FMT_BYTES,
