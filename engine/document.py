@@ -40,6 +40,11 @@ def decode_document(raw: bytes | memoryview) -> Document:
     return Document(cas, seqno, rev, expiry, flags, bool(deleted), bytes(raw[HEADER_SIZE:]))
 
 
+def unpack_header(raw: bytes) -> tuple[int, int, int, int, int, int]:
+    """(cas, seqno, rev, expiry, flags, deleted) of an encoded document, without copying its value."""
+    return _HEADER.unpack_from(raw)
+
+
 def seqno_of(raw: bytes | memoryview) -> int:
     """The seqno of an encoded document without decoding the rest."""
     return struct.unpack_from(">Q", raw, 8)[0]

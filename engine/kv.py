@@ -18,7 +18,7 @@ from zlib import crc32
 
 from . import expiry as expiry_rules
 from .bucket import BucketCore, MutationOutcome
-from .document import Document, store_key
+from .document import HEADER_SIZE, Document, store_key, unpack_header
 from .durability import Level
 from .errors import KVError, Status
 from .hlc import CAS_LOCKED
@@ -59,7 +59,9 @@ class BucketEngine(BucketCore):
     # -- shared steps ------------------------------------------------------------------
     def locate(self, scope: str, collection: str, key: bytes) -> Located:
         """Collection id, key limits, vbucket and its state: the first checks of every operation."""
-        cid = self.manifest.collection_id(scope, collection)
+        cid = self.manifest.ids.get((scope, collection))
+        if cid is None:
+            cid = self.manifest.collection_id(scope, collection)  # raises the precise error
         if not key or len(key) > KEY_LEN_MAX_NAMED_COLLECTION:  # the common case costs one comparison
             check_key(key, cid)
         vbid = ((crc32(key) >> 16) & 0x7FFF) % self.config.num_vbuckets  # keys.vbucket_of, inlined
@@ -165,6 +167,14 @@ class BucketEngine(BucketCore):
             if prepare is not None and prepare.maybe_visible:
                 raise KVError(Status.SYNC_WRITE_RECOMMIT_IN_PROGRESS, "a reloaded durable write is being committed",
                               key=key)  # fmt: skip
+        doc = self.memtable.get(loc.skey)
+        if doc is None:
+            # The hot path of a read-mostly workload: answer straight from the stored bytes.
+            raw = self.store.get(loc.skey)
+            if raw is not None:
+                cas, _seqno, _rev, expiry, flags, deleted = unpack_header(raw)
+                if not deleted and not (expiry and expiry <= now) and not vb.locks:
+                    return ReadOutcome(raw[HEADER_SIZE:], flags, cas, expiry, vb.vbid)
         doc = self._visible(loc, key, now)
         if doc is None:
             raise KVError(Status.KEY_ENOENT, "document not found", key=key)

@@ -65,14 +65,14 @@ class Manifest:
         default = ScopeEntry(DEFAULT_NAME, 0, {DEFAULT_NAME: CollectionEntry(DEFAULT_NAME, 0)})
         self.scopes: dict[str, ScopeEntry] = {DEFAULT_NAME: default}
         self.default_collection_dropped = False
-        self._index: dict[tuple[str, str], int] = {}
+        self.ids: dict[tuple[str, str], int] = {}
         self._by_id: dict[int, CollectionEntry] = {}
         self._reindex()
 
     # -- lookups -----------------------------------------------------------------------
     def collection_id(self, scope: str, collection: str) -> int:
         """The id of scope.collection; UNKNOWN_SCOPE or UNKNOWN_COLLECTION if absent."""
-        cid = self._index.get((scope, collection))
+        cid = self.ids.get((scope, collection))
         if cid is not None:
             return cid
         if scope not in self.scopes:
@@ -83,7 +83,7 @@ class Manifest:
         return self._by_id.get(cid)
 
     def collection_ids(self) -> set[int]:
-        return set(self._index.values())
+        return set(self.ids.values())
 
     # -- changes -----------------------------------------------------------------------
     def create_scope(self, name: str) -> None:
@@ -116,7 +116,7 @@ class Manifest:
             raise KVError(Status.UNKNOWN_SCOPE, f"scope {scope!r} not found")
         if name in entry.collections:
             raise KVError(Status.COLLECTION_EXISTS, f"collection {scope}.{name} already exists")
-        if len(self._index) >= COLLECTIONS_MAX:
+        if len(self.ids) >= COLLECTIONS_MAX:
             raise KVError(Status.EINVAL, f"a bucket holds at most {COLLECTIONS_MAX} collections")
         cid = self._take_id()
         entry.collections[name] = CollectionEntry(name, cid, max_ttl_s)
@@ -190,5 +190,5 @@ class Manifest:
         self._reindex()
 
     def _reindex(self) -> None:
-        self._index = {(s.name, c.name): c.cid for s in self.scopes.values() for c in s.collections.values()}
+        self.ids = {(s.name, c.name): c.cid for s in self.scopes.values() for c in s.collections.values()}
         self._by_id = {c.cid: c for s in self.scopes.values() for c in s.collections.values()}
