@@ -86,8 +86,12 @@ def kv_get(data_dir, bucket, scope, collection, key) -> None:
 
 @kv.command("upsert")
 @_kv_options
-@click.option("--durability", type=click.Choice(["none", "majority", "majority_and_persist_to_active",
-                                                 "persist_to_majority"]), default="none", show_default=True)  # fmt: skip
+@click.option(
+    "--durability",
+    type=click.Choice(["none", "majority", "majority_and_persist_to_active", "persist_to_majority"]),
+    default="none",
+    show_default=True,
+)
 @click.option("--expiry", "expiry_s", type=int, default=0, help="Seconds until the document expires (0 = never).")
 @click.argument("key")
 @click.argument("value")

@@ -312,7 +312,7 @@ class BucketCore:
             fresh = False
         for vb in self.vbuckets:
             vb.persisted_seqno = vb.high_seqno  # replayed records are on disk (the WAL fsynced them at open)
-            if not vb.failover_log or not clean_shutdown and not fresh:
+            if not vb.failover_log or (not clean_shutdown and not fresh):
                 vb.new_failover_entry(self.rng)
             if vb.state is VBState.ACTIVE:
                 self.monitors[vb.vbid] = self._takeover_monitor(vb, self.monitors[vb.vbid].chain)
@@ -413,4 +413,3 @@ class BucketCore:
         for skey, value in self._prepares_frozen.items():
             self._prepares_dirty.setdefault(skey, value)
         self._prepares_frozen = {}
-

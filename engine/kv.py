@@ -136,7 +136,14 @@ class BucketEngine(BucketCore):
         return expiry_rules.to_absolute(wire_expiry, now, start_time=self.start_time, max_ttl_s=max_ttl)
 
     def _new_doc(
-        self, vb: VBucket, old: Document | None, now: float, value: bytes, flags: int, expiry: int, deleted: bool = False
+        self,
+        vb: VBucket,
+        old: Document | None,
+        now: float,
+        value: bytes,
+        flags: int,
+        expiry: int,
+        deleted: bool = False,
     ) -> Document:
         rev = old.rev + 1 if old is not None else 1
         return Document(vb.hlc.next_cas(now), vb.next_seqno(), rev, expiry, flags, deleted, value)
@@ -330,10 +337,10 @@ class BucketEngine(BucketCore):
         for skey in skeys:
             vbid, cid, key = split_store_key(skey)
             vb = self.vbuckets[vbid]
-            if vb.state is not VBState.ACTIVE or self.manifest.collection(cid) is None and cid != 0:
+            if vb.state is not VBState.ACTIVE or (self.manifest.collection(cid) is None and cid != 0):
                 continue
             doc = self.committed(skey)
-            if doc is not None and not doc.deleted and doc.expiry and doc.expiry <= now:
-                if self._visible(Located(vb, cid, skey), key, now) is None:
-                    count += 1
+            expired = doc is not None and not doc.deleted and doc.expiry and doc.expiry <= now
+            if expired and self._visible(Located(vb, cid, skey), key, now) is None:
+                count += 1
         return count

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import lmdb
+
 from durakv.engine import limits
 from durakv.engine.document import HEADER_SIZE, seqno_of
 from durakv.engine.errors import DataDirError, DataDirLockedError, FormatVersionError, StoreError

@@ -422,7 +422,9 @@ class WriteAheadLog:
             if rewind:
                 self._written_count = 0  # the rewind drops every unsynced byte from the file
             new = self._unpersisted[self._written_count :]
-            if new and not (rewind or stopping or self._eager_pending or self._sync_requested_lsn > self._persisted_lsn):
+            if new and not (
+                rewind or stopping or self._eager_pending or self._sync_requested_lsn > self._persisted_lsn
+            ):
                 # Only lazy records wait: give them company for a moment.
                 assert self._lazy_since_s is not None
                 wait_s = self._lazy_since_s + limits.WAL_LAZY_DELAY_S - now_s

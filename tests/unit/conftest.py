@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from durakv.cluster import Cluster
 
 SCOPE_NAME = "tenant_agent_00"

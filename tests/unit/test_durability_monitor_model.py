@@ -12,6 +12,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
 from durakv.engine.durability import (
     ActiveDurabilityMonitor,
     Chain,
@@ -20,9 +24,6 @@ from durakv.engine.durability import (
     PassiveDurabilityMonitor,
     Prepare,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 LEVELS = (Level.MAJORITY, Level.MAJORITY_AND_PERSIST_TO_ACTIVE, Level.PERSIST_TO_MAJORITY)
 ACTIVE = "a"

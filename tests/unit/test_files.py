@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+
 from durakv.engine import files
 from durakv.engine.errors import DataDirError, DataDirLockedError
 from durakv.engine.files import DataDirLock, atomic_write, fsync_dir

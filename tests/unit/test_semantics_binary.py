@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from durakv.exceptions import (
     CasMismatchException,
     DeltaInvalidException,

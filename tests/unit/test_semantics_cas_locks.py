@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 
 import pytest
+
 from durakv.exceptions import (
     CasMismatchException,
     DocumentLockedException,

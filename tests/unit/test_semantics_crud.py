@@ -12,6 +12,7 @@ import zlib
 from datetime import timedelta
 
 import pytest
+
 from durakv.collection import UpsertOptions as DeprecatedUpsertOptions
 from durakv.durability import Durability, DurabilityLevel, ServerDurability
 from durakv.exceptions import (

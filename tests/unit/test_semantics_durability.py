@@ -15,6 +15,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+
 from durakv.durability import (
     ClientDurability,
     Durability,

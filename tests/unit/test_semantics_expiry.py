@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 
 import pytest
+
 from durakv.exceptions import DocumentNotFoundException, InvalidArgumentException
 from durakv.options import (
     GetAndTouchOptions,

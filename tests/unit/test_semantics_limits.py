@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from durakv.exceptions import (
     CouchbaseException,
     InvalidArgumentException,

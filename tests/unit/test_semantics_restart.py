@@ -15,8 +15,9 @@ import subprocess
 import sys
 from datetime import timedelta
 
-import durakv.engine.embedded as embedded_shell
 import pytest
+
+import durakv.engine.embedded as embedded_shell
 from durakv.cluster import Cluster
 from durakv.durability import DurabilityLevel, ServerDurability
 from durakv.engine.errors import DataDirError, DataDirLockedError, FormatVersionError

@@ -20,6 +20,7 @@ import time
 
 import lmdb
 import pytest
+
 from durakv.engine import limits
 from durakv.engine import store as store_module
 from durakv.engine.document import Document, decode_document, store_key

@@ -8,12 +8,13 @@ import time
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from durakv.engine import limits
 from durakv.engine.errors import FormatVersionError, WalCorruptError
 from durakv.engine.wal import codec
 from durakv.engine.wal.codec import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 try:
     import walsurgery as ws

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from durakv.engine.errors import DataDirError, FormatVersionError, WalCorruptError, WalFailedError
 from durakv.engine.wal import FsyncPolicy, WalBackpressureError, WalClosedError, WriteAheadLog, codec
 from durakv.engine.wal.codec import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE
