@@ -14,6 +14,9 @@ import click
 from durakv import __version__
 
 from . import demo as demo_module
+from .cluster import cluster_group
+from .manager import manager_command
+from .node import node_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -131,6 +134,10 @@ def kv_remove(data_dir, bucket, scope, collection, cas, key) -> None:
 
     _run(data_dir, bucket, scope, collection, action)
 
+
+main.add_command(cluster_group)
+main.add_command(manager_command)
+main.add_command(node_command)
 
 if __name__ == "__main__":
     main()

@@ -6,12 +6,17 @@ maintenance thread that feeds the core time (durability timeouts), checkpoints t
 memtable into LMDB and runs the expiry pager. The shell decides nothing about KV
 semantics; it only moves bytes, time and wake-ups.
 
+Two ways in: `call` for threads (the SDK's embedded mode: a durable write's caller
+blocks until it completes) and `call_async` for an asyncio event loop (the node server: the
+core runs on the loop's thread, only the wait for a durable write is asynchronous).
+
 Invariant: a checkpoint is applied to LMDB only after the WAL is persisted up to the
 position it covers (the store is never ahead of the log).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -91,6 +96,34 @@ class EmbeddedBucket:
             self._wake.set()  # the maintenance thread must start watching durability timeouts
         if not waiter.acquire(timeout=-1 if wait_s is None else wait_s):
             raise TimeoutError("the durable write did not complete in time")
+        return result.outcome()
+
+    async def call_async(self, method: str, *args: Any, wait_s: float | None = None, **kwargs: Any) -> Any:
+        """`call` for an event loop: the core runs here, under the lock; a Pending is awaited up to `wait_s`.
+
+        Engine calls are short and never block, so they run on the loop's own thread. A durable
+        write's completion callback runs on the WAL flusher or maintenance thread (under the
+        bucket lock) and only schedules the loop to wake this coroutine. Raises TimeoutError
+        when `wait_s` passes first (the SyncWrite goes on; its outcome is unknown to the caller).
+        """
+        with self.lock:
+            result = getattr(self.engine, method)(*args, **kwargs)
+            if result.__class__ is not Pending or result.done:
+                future = None
+            else:
+                loop = asyncio.get_running_loop()
+                future = loop.create_future()
+                result.add_callback(lambda _p: _wake_loop(loop, future))
+        if future is None:
+            return result.outcome() if result.__class__ is Pending else result
+        if self._idle:
+            self._wake.set()  # the maintenance thread must start watching durability timeouts
+        try:
+            # shield: a caller that gives up (timeout, cancelled RPC) must not cancel the future
+            # the completion callback will resolve.
+            await asyncio.wait_for(asyncio.shield(future), wait_s)
+        except TimeoutError:
+            raise TimeoutError("the durable write did not complete in time") from None
         return result.outcome()
 
     def _wake_waiters(self) -> None:
@@ -190,22 +223,48 @@ class EmbeddedBucket:
         self.store.close()
 
 
+def _wake_loop(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
+    """Resolve `future` on its loop's thread; called from whichever thread completed the SyncWrite."""
+    try:
+        loop.call_soon_threadsafe(_set_done, future)
+    except RuntimeError:  # the loop is closed: nobody is waiting for the answer any more
+        pass
+
+
+def _set_done(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _expired_raw(raw: bytes, now: float) -> bool:
     doc = decode_document(raw)
     return not doc.deleted and doc.expiry != 0 and doc.expiry <= now
 
 
 class EmbeddedNode:
-    """A whole node in-process: the data directory and its buckets."""
+    """A whole node in-process: the data directory and its buckets.
 
-    def __init__(self, path: str | os.PathLike, *, fsync_policy: str = "always", default_bucket: bool = True) -> None:
+    `default_bucket=False` opens a new directory with no bucket (a cluster node creates and
+    drops its buckets from the configuration the manager pushes). `node_id` names this node
+    in vbucket chains; by default it is the data directory's own id (a lone embedded node).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        fsync_policy: str = "always",
+        default_bucket: bool = True,
+        node_id: str | None = None,
+    ) -> None:
         self.datadir = DataDir(path)
         self.fsync_policy = fsync_policy
+        self.node_id = node_id or self.datadir.node_id
         self.buckets: dict[str, EmbeddedBucket] = {}
         self._lock = threading.Lock()
         try:
             for name, config in self.datadir.buckets.items():
-                self.buckets[name] = EmbeddedBucket(self.datadir.bucket_dir(name), config, self.datadir.node_id,
+                self.buckets[name] = EmbeddedBucket(self.datadir.bucket_dir(name), config, self.node_id,
                                                     fsync_policy)  # fmt: skip
             if default_bucket and self.datadir.created:
                 self.create_bucket(BucketConfig(DEFAULT_BUCKET))
@@ -224,7 +283,7 @@ class EmbeddedNode:
             if config.name in self.buckets:
                 raise KVError(Status.BUCKET_EXISTS, f"bucket {config.name!r} already exists")
             directory = self.datadir.add_bucket(config)
-            self.buckets[config.name] = EmbeddedBucket(directory, config, self.datadir.node_id, self.fsync_policy)
+            self.buckets[config.name] = EmbeddedBucket(directory, config, self.node_id, self.fsync_policy)
 
     def drop_bucket(self, name: str) -> None:
         with self._lock:

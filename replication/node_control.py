@@ -1,0 +1,224 @@
+"""A node's management services: `NodeControl` (the manager's calls) and `Admin` (clients' calls).
+
+Owns: `NodeControl.PushConfig` (hands a configuration to the runtime, answers the revision
+the node runs) and `GetVBucketStates`; `Admin` as a node serves it -- GetClusterConfig from
+the node's own configuration, Health and Stats about this node, and every other Admin call
+forwarded to the cluster manager with the caller's own credentials (the manager decides and
+authorizes configuration changes, docs/cluster-protocol.md).
+
+Must never: change the configuration itself (only the manager does), apply a configuration
+pushed by anything but the cluster (Bearer secret), or turn a manager that cannot be reached
+into a gRPC error (that is status TMPFAIL in the response, admin.proto).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+
+from durakv import __version__
+from durakv.engine.errors import Status
+from durakv.engine.vbucket import VBState
+from durakv.proto import admin_pb2, admin_pb2_grpc
+from durakv.replication.auth import AUTH_METADATA_KEY, AuthenticationFailed, Principal, UsersUnknown
+from durakv.replication.users import Action
+
+log = logging.getLogger("durakv.node.control")
+
+FORWARD_TIMEOUT_S = 10.0  # a forwarded Admin call without a deadline of its own waits this long
+_LOCAL = {"GetClusterConfig", "Health", "Stats"}  # Admin RPCs a node answers itself
+_PASS_THROUGH = {  # manager answers that are the caller's problem, passed on as they are
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+_VB_STATES = {
+    VBState.ACTIVE: admin_pb2.VBUCKET_STATE_ACTIVE,
+    VBState.REPLICA: admin_pb2.VBUCKET_STATE_REPLICA,
+    VBState.PENDING: admin_pb2.VBUCKET_STATE_PENDING,
+}
+
+
+async def _authenticate(runtime, context: grpc.aio.ServicerContext) -> Principal | None:
+    """The caller; None for a user while the node has no users yet (the caller answers TMPFAIL)."""
+    try:
+        return await runtime.authenticator.authenticate(context.invocation_metadata())
+    except UsersUnknown:
+        return None
+    except AuthenticationFailed as exc:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        raise
+
+
+_NOT_READY = "this node has no cluster configuration yet"
+
+
+def vbucket_stats(bucket) -> list[admin_pb2.VBucketStats]:
+    """Every vbucket of `bucket` this node holds a copy of. HPS and HCS are the active's (0 elsewhere)."""
+    stats = []
+    with bucket.lock:
+        engine = bucket.engine
+        for vb in engine.vbuckets:
+            state = _VB_STATES.get(vb.state)
+            if state is None:
+                continue
+            active = vb.state is VBState.ACTIVE
+            monitor = engine.monitors[vb.vbid]
+            stats.append(
+                admin_pb2.VBucketStats(
+                    vbucket=vb.vbid,
+                    state=state,
+                    uuid=vb.uuid,
+                    high_seqno=vb.high_seqno,
+                    persisted_seqno=vb.persisted_seqno,
+                    high_prepared_seqno=monitor.high_prepared_seqno if active else 0,
+                    high_completed_seqno=monitor.high_completed_seqno if active else 0,
+                    sync_writes_pending=len(vb.prepares),
+                )
+            )
+    return stats
+
+
+class NodeControlService(admin_pb2_grpc.NodeControlServicer):
+    def __init__(self, runtime) -> None:
+        self.rt = runtime
+
+    async def _cluster_only(self, context) -> None:
+        principal = await _authenticate(self.rt, context)
+        if principal is None or not principal.is_cluster:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "NodeControl is for the cluster's own processes")
+
+    async def PushConfig(self, request, context):
+        await self._cluster_only(context)
+        status, message = await self.rt.apply_push(request)
+        epoch, revision = self.rt.version
+        return admin_pb2.PushConfigResponse(
+            status=status, message=message, node_id=self.rt.node_id, config_epoch=epoch, config_revision=revision
+        )
+
+    async def GetVBucketStates(self, request, context):
+        await self._cluster_only(context)
+        epoch, revision = self.rt.version
+        response = admin_pb2.GetVBucketStatesResponse(
+            node_id=self.rt.node_id, config_epoch=epoch, config_revision=revision
+        )
+        bucket = self.rt.buckets.get(request.bucket)
+        if bucket is None:
+            response.status, response.message = Status.BUCKET_NOT_FOUND, f"bucket {request.bucket[:100]!r} not found"
+            return response
+        response.vbuckets.extend(vbucket_stats(bucket))
+        return response
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    """Admin on a node: three RPCs answered here, the rest forwarded (methods added below)."""
+
+    def __init__(self, runtime, manager_channel: grpc.aio.Channel, manager_address: str) -> None:
+        self.rt = runtime
+        self.manager = admin_pb2_grpc.AdminStub(manager_channel)
+        self.manager_address = manager_address
+
+    async def GetClusterConfig(self, request, context):
+        principal = await _authenticate(self.rt, context)
+        if self.rt.config is None or principal is None:
+            return admin_pb2.GetClusterConfigResponse(status=Status.TMPFAIL, message=_NOT_READY)
+        view = self.rt.bucket_view(request.bucket) if request.bucket else self.rt.client_view()
+        if view is None:
+            return admin_pb2.GetClusterConfigResponse(
+                status=Status.BUCKET_NOT_FOUND, message=f"bucket {request.bucket[:100]!r} not found"
+            )
+        response = admin_pb2.GetClusterConfigResponse(status=Status.SUCCESS)
+        if self.rt.version > (request.config_epoch, request.config_revision):
+            response.config.CopyFrom(view)
+        return response
+
+    async def Health(self, request, context):
+        rt = self.rt
+        problems = [
+            f"bucket {name}: the write-ahead log is failing: {b.wal.failed}"
+            for name, b in rt.buckets.items()
+            if b.wal.failed is not None
+        ]
+        if rt.stopping:
+            state = admin_pb2.HEALTH_STATE_STOPPING
+        elif rt.config is None:
+            state = admin_pb2.HEALTH_STATE_STARTING
+            problems.append("waiting for the first cluster configuration")
+        else:
+            state = admin_pb2.HEALTH_STATE_DEGRADED if problems else admin_pb2.HEALTH_STATE_SERVING
+        epoch, revision = rt.version
+        return admin_pb2.HealthResponse(
+            status=Status.SUCCESS,
+            node_id=rt.node_id,
+            state=state,
+            config_epoch=epoch,
+            config_revision=revision,
+            problems=problems,
+            version=__version__,
+            uptime_s=int(time.monotonic() - rt.started_monotonic),
+        )
+
+    async def Stats(self, request, context):
+        principal = await _authenticate(self.rt, context)
+        response = admin_pb2.StatsResponse(node_id=self.rt.node_id)
+        if principal is None:
+            response.status, response.message = Status.TMPFAIL, _NOT_READY
+            return response
+        if not principal.allows(Action.MANAGE, None):
+            response.status, response.message = Status.EACCESS, "Stats needs the admin role"
+            return response
+        names = [request.bucket] if request.bucket else sorted(self.rt.buckets)
+        for name in names:
+            bucket = self.rt.buckets.get(name)
+            if bucket is None:
+                response.status, response.message = Status.BUCKET_NOT_FOUND, f"bucket {name[:100]!r} not found"
+                return response
+            vbuckets = vbucket_stats(bucket)
+            with bucket.lock:
+                counters = {
+                    "vbuckets_active": sum(v.state == admin_pb2.VBUCKET_STATE_ACTIVE for v in vbuckets),
+                    "vbuckets_replica": sum(v.state == admin_pb2.VBUCKET_STATE_REPLICA for v in vbuckets),
+                    "sync_writes_in_flight": bucket.engine.sync_writes_in_flight(),
+                    "memtable_bytes": bucket.engine.memtable_size(),
+                    "checkpoints": bucket.checkpoint_count,
+                }
+            out = response.buckets.add(bucket=name, counters=counters)
+            if request.per_vbucket:
+                out.vbuckets.extend(vbuckets)
+        return response
+
+    async def forward(self, name: str, request, context):
+        """Send an Admin call on to the manager with the caller's credentials; its answer comes back as is."""
+        metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k == AUTH_METADATA_KEY)
+        remaining = context.time_remaining()
+        timeout = min(remaining, FORWARD_TIMEOUT_S) if remaining is not None else FORWARD_TIMEOUT_S
+        try:
+            return await getattr(self.manager, name)(request, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _PASS_THROUGH:
+                await context.abort(exc.code(), exc.details() or "")
+            log.warning("forwarding %s to the manager at %s failed: %s", name, self.manager_address, exc.code().name)
+            return _RESPONSES[name](
+                status=Status.TMPFAIL,
+                message=f"the cluster manager at {self.manager_address} cannot be reached ({exc.code().name})",
+            )
+
+
+_ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+_RESPONSES = {m.name: getattr(admin_pb2, m.output_type.name) for m in _ADMIN.methods}
+
+
+def _forwarder(name: str):
+    async def method(self: AdminService, request, context):
+        return await self.forward(name, request, context)
+
+    method.__name__ = name
+    return method
+
+
+for _method in _ADMIN.methods:
+    if _method.name not in _LOCAL:
+        setattr(AdminService, _method.name, _forwarder(_method.name))
