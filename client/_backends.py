@@ -23,12 +23,10 @@ def open_embedded_backend(path: str | os.PathLike, **kwargs: Any) -> EmbeddedBac
 
 
 def open_remote_backend(connstr: str, options: Any) -> Any:
-    from .exceptions import FeatureUnavailableException
+    """A networked cluster over gRPC (durakv._remote); bootstraps before returning."""
+    from ._remote import RemoteBackend
 
-    raise FeatureUnavailableException(
-        message=f"connecting to {connstr!r}: the networked cluster is not available in this build; "
-        "use Cluster.embedded(path)"
-    )
+    return RemoteBackend(connstr, options)
 
 
 class BackendTimeoutError(Exception):

@@ -295,15 +295,24 @@ class Collection:
         merged.update(kwargs)
         per_key = merged.pop("per_key_options", None) or {}
         return_exceptions = merged.pop("return_exceptions", True)
-        outcomes: dict[Any, Any] = {}
-        for key, positional in items:
-            key_opts = {**merged, **per_key.get(key, {})}
-            try:
-                outcomes[key] = method(key, *positional, key_opts)
-            except CouchbaseException as error:
-                if not return_exceptions:
-                    raise
-                outcomes[key] = error
+        calls = [(key, (*positional, {**merged, **per_key.get(key, {})})) for key, positional in items]
+        if getattr(method.__self__._backend, "execute_many", None) is not None:
+            from ._remote import run_batched  # one attempt per key sent together, per node
+
+            outcomes = run_batched(method, calls)
+        else:
+            outcomes = {}
+            for key, args in calls:
+                try:
+                    outcomes[key] = method(key, *args)
+                except CouchbaseException as error:
+                    outcomes[key] = error
+                    if not return_exceptions:
+                        break
+        if not return_exceptions:
+            for outcome in outcomes.values():
+                if isinstance(outcome, CouchbaseException):
+                    raise outcome
         return result_cls(outcomes)
 
     # --- shared helpers ---------------------------------------------------------------------
