@@ -67,8 +67,9 @@ class BucketConfig:
             ("max_ttl_s", 0, 2**31 - 1),
         ):
             value = getattr(self, field_name)
-            if type(value) is not int or not low <= value <= high:
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise KVError(Status.EINVAL, f"bucket {field_name} must be an integer in {low}..{high}, not {value!r}")
+            setattr(self, field_name, int(value))  # an IntEnum (durability level) is stored as its number
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,7 +223,8 @@ class BucketCore:
         prepare = vb.prepares.get(skey)
         assert prepare is not None and prepare.document.seqno == completion.seqno, "completion without its prepare"
         seqno = vb.next_seqno()
-        kind = Kind.COMMIT if completion.outcome is Outcome.COMMIT else Kind.ABORT
+        applicable = prepare.collection_id in self.manifest.ids.values() or prepare.collection_id == 0
+        kind = Kind.COMMIT if completion.outcome is Outcome.COMMIT and applicable else Kind.ABORT
         payload = records.encode_completion(vb.vbid, prepare.collection_id, prepare.key, completion.seqno, seqno)
         try:
             self._append(kind, payload, vb, seqno, lazy=True)
@@ -314,6 +316,8 @@ class BucketCore:
             vb.persisted_seqno = vb.high_seqno  # replayed records are on disk (the WAL fsynced them at open)
             if not vb.failover_log or (not clean_shutdown and not fresh):
                 vb.new_failover_entry(self.rng)
+                # The new branch must survive a crash before the next checkpoint: log it now.
+                self._append(Kind.VBUCKET_STATE, records.encode_meta(vb.vbid, vb.state_json()), vb, vb.high_seqno)
             if vb.state is VBState.ACTIVE:
                 self.monitors[vb.vbid] = self._takeover_monitor(vb, self.monitors[vb.vbid].chain)
                 self._drain(vb)
@@ -371,10 +375,13 @@ class BucketCore:
         if dropped:
             self.dropped_cids |= dropped
             self.memtable.drop(lambda skey: split_store_key(skey)[1] in dropped)
+            # A SyncWrite into a dropped collection can never be applied: its waiter is told
+            # at once; the prepare stays with the monitor, which completes it in seqno order,
+            # and _complete then writes it off as an abort.
             for vb in self.vbuckets:
-                for skey in [k for k, p in vb.prepares.items() if p.collection_id in dropped]:
-                    del vb.prepares[skey]
-                    self._prepares_dirty[skey] = None
+                for prepare in vb.prepares.values():
+                    if prepare.collection_id in dropped:
+                        self._answer_ambiguous(vb, prepare.document.seqno, "the collection was dropped")
 
     def purged(self, cids) -> None:
         """The shell removed these dropped collections' documents from the store."""

@@ -112,12 +112,14 @@ class BucketEngine(BucketCore):
             raise KVError(Status.KEY_EEXISTS, "CAS mismatch", key=key)
 
     def _durability(self, vb: VBucket, level: int, timeout_ms: int | None, now: float) -> tuple[int, float | None]:
-        if type(level) is not int or not 0 <= level <= 3:
+        if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 3:
             raise KVError(Status.DURABILITY_INVALID_LEVEL, f"unknown durability level {level!r}")
-        level = max(level, self.config.durability_min_level)
+        level = max(int(level), self.config.durability_min_level)
         if level == Level.NONE:
             return 0, None
-        if timeout_ms is not None and (type(timeout_ms) is not int or not 1 <= timeout_ms <= DURABILITY_TIMEOUT_MAX_MS):
+        if timeout_ms is not None and (
+            not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool) or not 1 <= timeout_ms <= DURABILITY_TIMEOUT_MAX_MS
+        ):
             raise KVError(Status.DURABILITY_INVALID_LEVEL, f"durability timeout {timeout_ms!r} ms out of range")
         if not self.monitors[vb.vbid].chain.durability_possible():
             raise KVError(Status.DURABILITY_IMPOSSIBLE, "the vbucket's chain cannot form a durable majority")
