@@ -56,11 +56,11 @@ class EmbeddedBucket:
         clean_marker = directory / "CLEAN"
         clean = clean_marker.exists()
         self.engine = BucketEngine(config, self.wal, self.store, node_id=node_id)
-        if self.wal.end_lsn < self.store.checkpoint_lsn:
+        if not self.wal.first_lsn <= self.store.checkpoint_lsn <= self.wal.end_lsn:
             self.close_files()
             raise EngineError(
-                f"{directory}: the WAL ends at {self.wal.end_lsn} but the store has checkpointed "
-                f"{self.store.checkpoint_lsn}; WAL segments are missing"
+                f"{directory}: the WAL holds {self.wal.first_lsn}..{self.wal.end_lsn} but the store has "
+                f"checkpointed up to {self.store.checkpoint_lsn}; WAL segments are missing"
             )
         self.engine.recover(self.wal.replay(self.store.checkpoint_lsn), clean_shutdown=clean, now=time.time())
         if clean:

@@ -168,14 +168,20 @@ class BucketEngine(BucketCore):
         return MutationOutcome(doc.cas, doc.seqno, vb.vbid, vb.uuid, counter)
 
     # -- reads -------------------------------------------------------------------------
-    def get(self, scope: str, collection: str, key: bytes, now: float) -> ReadOutcome:
-        loc = self.locate(scope, collection, key)
-        vb = loc.vb
-        if vb.prepares:
-            prepare = vb.prepares.get(loc.skey)
+    @staticmethod
+    def _check_not_recommitting(loc: Located, key: bytes) -> None:
+        """A prepare reloaded at restart or taken over at promotion may already be committed
+        elsewhere: reads of its key wait (SYNC_WRITE_RECOMMIT_IN_PROGRESS, retried by the SDK)."""
+        if loc.vb.prepares:
+            prepare = loc.vb.prepares.get(loc.skey)
             if prepare is not None and prepare.maybe_visible:
                 raise KVError(Status.SYNC_WRITE_RECOMMIT_IN_PROGRESS, "a reloaded durable write is being committed",
                               key=key)  # fmt: skip
+
+    def get(self, scope: str, collection: str, key: bytes, now: float) -> ReadOutcome:
+        loc = self.locate(scope, collection, key)
+        vb = loc.vb
+        self._check_not_recommitting(loc, key)
         doc = self.memtable.get(loc.skey)
         if doc is None:
             # The hot path of a read-mostly workload: answer straight from the stored bytes.
@@ -192,6 +198,7 @@ class BucketEngine(BucketCore):
 
     def exists(self, scope: str, collection: str, key: bytes, now: float) -> tuple[bool, int]:
         loc = self.locate(scope, collection, key)
+        self._check_not_recommitting(loc, key)
         doc = self._visible(loc, key, now)
         if doc is None:
             tomb = self.committed(loc.skey)
@@ -343,6 +350,6 @@ class BucketEngine(BucketCore):
                 continue
             doc = self.committed(skey)
             expired = doc is not None and not doc.deleted and doc.expiry and doc.expiry <= now
-            if expired and self._visible(Located(vb, cid, skey), key, now) is None:
+            if expired and skey not in vb.prepares and self._visible(Located(vb, cid, skey), key, now) is None:
                 count += 1
         return count
