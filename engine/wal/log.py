@@ -180,6 +180,9 @@ class WriteAheadLog:
             # The bytes found may sit only in the page cache (the process died, the
             # machine did not): make them durable before calling them persisted.
             os.fdatasync(fd)
+        # The same holds for directory entries: a segment created just before a crash is only
+        # durable once its directory is fsynced, and everything persisted into it depends on it.
+        _fsync_directory(directory)
         size = os.fstat(fd).st_size
         assert starts[-1] + size - SEGMENT_HEADER_SIZE == end_lsn
         return cls(directory, fsync_policy, segment_size_max, buffer_size_max, starts, fd, size)
