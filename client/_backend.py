@@ -53,6 +53,8 @@ class KVRequest:
     initial: int | None = None  # counters: None = do not create
     with_expiry: bool = False
     timeout_s: float = 2.5  # the whole operation's budget, for the backend's own waits
+    # Observe-based durability (ClientDurability): (replicate_to, persist_to) as numbers, or None.
+    client_durability: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +69,16 @@ class KVResponse:
     counter: int = 0
     exists: bool = True
     is_replica: bool = False
+
+
+@dataclass(slots=True)
+class ObservedCopy:
+    """One node's view of a vbucket, for observe-based durability."""
+
+    is_active: bool
+    vbucket_uuid: int
+    current_seqno: int  # received (in memory)
+    persisted_seqno: int  # fsynced
 
 
 class BackendStatusError(Exception):

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from ._backend import BackendStatusError, KVRequest, KVResponse, Op
+from ._backend import BackendStatusError, KVRequest, KVResponse, ObservedCopy, Op
 
 _NODES: dict[str, Any] = {}
 _NODES_LOCK = threading.Lock()
@@ -71,6 +71,16 @@ class EmbeddedBackend:
 
     def bucket_names(self) -> list[str]:
         return list(self.node.buckets)
+
+    def num_replicas(self, bucket: str) -> int:
+        return self.node.bucket(bucket).config.num_replicas
+
+    def observe(self, bucket: str, vbucket: int, vbucket_uuid: int) -> list[ObservedCopy]:
+        """The one copy an embedded node holds: the active's received and persisted seqnos."""
+        target = self.node.bucket(bucket)
+        with target.lock:
+            vb = target.engine.vbuckets[vbucket]
+            return [ObservedCopy(True, vb.uuid, vb.high_seqno, vb.persisted_seqno)]
 
     # -- management -------------------------------------------------------------------------
     def manage(self, action: str, **args: Any) -> Any:

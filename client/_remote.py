@@ -56,7 +56,7 @@ import grpc
 from durakv.proto import admin_pb2, admin_pb2_grpc, cluster_pb2, kv_pb2, kv_pb2_grpc
 
 from . import exceptions as exc
-from ._backend import BackendStatusError, KVRequest, KVResponse, Op
+from ._backend import BackendStatusError, KVRequest, KVResponse, ObservedCopy, Op
 from ._backends import BackendTimeoutError
 from ._connstr import ConnectionString, cluster_option_defaults, parse
 from ._errors import KVStatus
@@ -603,6 +603,9 @@ def authentication_failure(address: str, error: BackendStatusError) -> exc.Authe
 # -- the backend --------------------------------------------------------------------------
 
 
+OBSERVE_TIMEOUT_S = 1.0  # one ObserveSeqno poll of one copy
+
+
 class _Node:
     """One node address: its channel and stubs (created once, reused by every thread)."""
 
@@ -850,6 +853,37 @@ class RemoteBackend:
 
     def bucket_names(self) -> list[str]:
         return self._routing.bucket_names()
+
+    def num_replicas(self, bucket: str) -> int:
+        return self._route(bucket, self._settings.connect_timeout_s).num_replicas
+
+    def observe(self, bucket: str, vbucket: int, vbucket_uuid: int) -> list[ObservedCopy]:
+        """Every reachable copy of the vbucket: ObserveSeqno on the active and each replica."""
+        route = self._route(bucket, self._settings.connect_timeout_s)
+        copies = []
+        for position, address in enumerate(route.chains[vbucket]):
+            if address is None:
+                continue
+            message = kv_pb2.ObserveSeqnoRequest(
+                bucket=bucket,
+                vbucket=vbucket,
+                vbucket_uuid=vbucket_uuid,
+                timeout_ms=int(OBSERVE_TIMEOUT_S * 1000),
+                config_epoch=route.version[0],
+                config_revision=route.version[1],
+            )
+            try:
+                answer = self._node(address).kv.ObserveSeqno(
+                    message, timeout=OBSERVE_TIMEOUT_S, metadata=self._metadata
+                )
+            except grpc.RpcError:
+                continue  # an unreachable copy counts for nothing
+            if answer.status != KVStatus.SUCCESS or answer.failed_over:
+                continue
+            copies.append(
+                ObservedCopy(position == 0, answer.vbucket_uuid, answer.current_seqno, answer.persisted_seqno)
+            )
+        return copies
 
     def routing(self) -> Routing:
         """The configuration requests are routed with now (read-only)."""

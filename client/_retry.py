@@ -90,9 +90,14 @@ def execute(backend: Backend, request: KVRequest, idempotent: bool = False) -> A
     """Run one KV request to completion: retries, deadline, exception mapping."""
     start = monotonic()
     try:
-        return backend.execute(request)
+        response = backend.execute(request)
     except (BackendStatusError, ConnectionError, BackendTimeoutError) as first:
-        return _retry(backend, request, idempotent, start, first)
+        response = _retry(backend, request, idempotent, start, first)
+    if request.client_durability is not None:
+        from ._observe import wait_for_client_durability
+
+        wait_for_client_durability(backend, request, response)
+    return response
 
 
 def _retry(

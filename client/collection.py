@@ -6,9 +6,8 @@ value, builds one `KVRequest` and runs it through `_retry.execute`, which owns r
 deadlines and exception mapping. `get` without options is the hot path and does almost
 nothing before `backend.execute`; its value is decoded lazily by `GetResult`.
 
-Observe-based `ClientDurability` is not implemented: a write asking for it (with any
-requirement other than NONE/NONE) raises `FeatureUnavailableException` before anything is
-written, rather than silently running without durability. Use `ServerDurability`.
+Observe-based `ClientDurability(replicate_to, persist_to)` is carried out after the write by
+`client/_observe.py`, as the Couchbase SDK does.
 
 The option classes stay importable from here, as older Couchbase code expects.
 """
@@ -25,7 +24,6 @@ from .exceptions import (
     CouchbaseException,
     DocumentNotFoundException,
     DocumentNotJsonException,
-    FeatureUnavailableException,
     InvalidArgumentException,
     KeyValueErrorContext,
 )
@@ -326,10 +324,7 @@ class Collection:
             and op in DURABLE_OPS
             and (durability["replicate_to"] or durability["persist_to"])
         ):
-            raise FeatureUnavailableException(
-                "observe-based ClientDurability is not supported by durakv; use ServerDurability",
-                context=self._context(key),
-            )
+            request.client_durability = (int(durability["replicate_to"]), int(durability["persist_to"]))
         apply_timeouts(request, args, self._kv_timeout_s)
         return request
 

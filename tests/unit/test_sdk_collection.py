@@ -294,10 +294,11 @@ def test_bare_durability_level_runs_plain_write_and_warns(backend, coll, caplog)
     assert caplog.records
 
 
-def test_client_durability_with_requirement_is_feature_unavailable(backend, coll):
+def test_client_durability_requirement_travels_with_the_request(backend, coll):
+    # The stand-in backend cannot observe replicas: the write is made, then that is said.
     with pytest.raises(exc.FeatureUnavailableException):
         coll.upsert("k", 1, durability=ClientDurability(replicate_to=ReplicateTo.ONE))
-    assert backend.requests == []
+    assert backend.last.client_durability == (1, 0) and backend.last.durability_level == 0
 
 
 def test_client_durability_none_is_plain_write(backend, coll):
