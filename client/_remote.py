@@ -743,6 +743,10 @@ class RemoteBackend:
                 raise bucket_not_found(bucket)
         return route
 
+    def refresh_buckets(self) -> None:
+        """Fetch a newer configuration now (unless one arrived a moment ago)."""
+        self._refresh_recent(self._settings.connect_timeout_s)
+
     def _ensure_buckets(self, requests: Sequence[KVRequest]) -> None:
         if any(self._routing.bucket(r.bucket) is None for r in requests):
             self._refresh_recent(min(r.timeout_s for r in requests))

@@ -142,11 +142,19 @@ class Cluster:
 
     def bucket(self, bucket_name: str) -> Bucket:
         self._check_open()
-        if bucket_name not in self._backend.bucket_names():
+        if bucket_name not in self._backend.bucket_names() and not self._bucket_appeared(bucket_name):
             raise BucketNotFoundException(
                 f"bucket {bucket_name!r} does not exist", context=KeyValueErrorContext(bucket_name=bucket_name)
             )
         return Bucket(self, bucket_name)
+
+    def _bucket_appeared(self, bucket_name: str) -> bool:
+        """Perhaps created since the backend last looked: let it refresh once, then look again."""
+        refresh = getattr(self._backend, "refresh_buckets", None)
+        if refresh is None:
+            return False
+        refresh()
+        return bucket_name in self._backend.bucket_names()
 
     def buckets(self) -> BucketManager:
         self._check_open()

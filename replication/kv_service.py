@@ -259,6 +259,14 @@ _OPS: dict[str, _Op] = {
 }
 
 
+class WrongVBucket(KVError):
+    """The request's vbucket is not its key's: a bad client, or one routing with a stale map."""
+
+
+# Refusals that mean "this node is behind" when the client's configuration is newer.
+_AHEAD_STATUSES = frozenset({Status.UNKNOWN_COLLECTION, Status.UNKNOWN_SCOPE, Status.BUCKET_NOT_FOUND})
+
+
 def check_header(header: kv_pb2.RequestHeader, num_vbuckets: int) -> tuple[str, str]:
     """(scope, collection) of a keyed request; EINVAL for what the engine does not check itself."""
     scope, collection = header.scope or DEFAULT_NAME, header.collection or DEFAULT_NAME
@@ -269,7 +277,7 @@ def check_header(header: kv_pb2.RequestHeader, num_vbuckets: int) -> tuple[str, 
         raise KVError(Status.EINVAL, f"a key is 1..{KEY_LEN_MAX_DEFAULT_COLLECTION} bytes, not {len(key)}")
     vbid = vbucket_of(key, num_vbuckets)
     if header.vbucket != vbid:
-        raise KVError(Status.EINVAL, f"vbucket {header.vbucket} is not the key's vbucket {vbid}", key=key)
+        raise WrongVBucket(Status.EINVAL, f"vbucket {header.vbucket} is not the key's vbucket {vbid}", key=key)
     return scope, collection
 
 
@@ -305,8 +313,17 @@ class KVService(kv_pb2_grpc.KVServicer):
             wait_s = route.timeout_ms / 1000 if route.timeout_ms else None
             return await op.run(bucket, request, scope, collection, wait_s)
         except KVError as exc:
-            response = op.response(status=int(exc.status), message=exc.message)
-            if exc.status is Status.NOT_MY_VBUCKET and self.rt.version > (route.config_epoch, route.config_revision):
+            client_version = (route.config_epoch, route.config_revision)
+            status = exc.status
+            if status in _AHEAD_STATUSES and client_version > self.rt.version:
+                # The client routes with a newer configuration than this node has applied (a
+                # bucket or collection created a moment ago): not "unknown", just not here yet.
+                status = Status.TMPFAIL
+            elif isinstance(exc, WrongVBucket) and client_version < self.rt.version:
+                # A stale map (the bucket was recreated with another vbucket count): re-route.
+                status = Status.NOT_MY_VBUCKET
+            response = op.response(status=int(status), message=exc.message)
+            if status is Status.NOT_MY_VBUCKET and self.rt.version > client_version:
                 view = self.rt.bucket_view(bucket_name)
                 if view is not None:
                     response.config.CopyFrom(view)
