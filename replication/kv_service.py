@@ -319,7 +319,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 # The client routes with a newer configuration than this node has applied (a
                 # bucket or collection created a moment ago): not "unknown", just not here yet.
                 status = Status.TMPFAIL
-            elif isinstance(exc, WrongVBucket) and client_version < self.rt.version:
+            elif isinstance(exc, WrongVBucket) and (0, 0) < client_version < self.rt.version:
                 # A stale map (the bucket was recreated with another vbucket count): re-route.
                 status = Status.NOT_MY_VBUCKET
             response = op.response(status=int(status), message=exc.message)
@@ -351,13 +351,33 @@ class KVService(kv_pb2_grpc.KVServicer):
         getattr(response, field).CopyFrom(inner)
         return response
 
+    def may_wait(self, item: Any) -> bool:
+        """Whether an operation can suspend (a durable write waits for its commit); others answer at once."""
+        if item is MALFORMED:
+            return False
+        field = item.WhichOneof("op")
+        if field is None:
+            return False
+        inner = getattr(item, field)
+        if getattr(inner, "durability_level", 0):
+            return True
+        bucket = self.rt.buckets.get(inner.header.bucket) if hasattr(inner, "header") else None
+        return bucket is None or bucket.config.durability_min_level > 0
+
     async def Batch(self, request, context):
         principal = await self.principal(context)
         if len(request.ops) > BATCH_OPS_MAX:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"a Batch holds at most {BATCH_OPS_MAX} operations")
-        # Tasks start in creation order, each running its engine call before the next starts.
-        tasks = [asyncio.ensure_future(self.item(item, principal)) for item in request.ops]
-        return kv_pb2.BatchResponse(ops=await asyncio.gather(*tasks))
+        # Items that cannot suspend are answered in order right here; the others run as tasks
+        # (started in order, each running its engine call before the next starts).
+        answers: list[Any] = []
+        for item in request.ops:
+            if self.may_wait(item):
+                answers.append(asyncio.ensure_future(self.item(item, principal)))
+            else:
+                answers.append(await self.item(item, principal))
+        ops = [await answer if isinstance(answer, asyncio.Future) else answer for answer in answers]
+        return kv_pb2.BatchResponse(ops=ops)
 
     async def Pipeline(self, request_iterator, context):
         principal = await self.principal(context)
@@ -374,6 +394,10 @@ class KVService(kv_pb2_grpc.KVServicer):
         async def read() -> None:
             try:
                 async for item in request_iterator:
+                    if not self.may_wait(item):
+                        # Answered without suspending: no task, no slot (most reads and plain writes).
+                        answers.put_nowait(await self.item(item, principal))
+                        continue
                     await slots.acquire()  # back-pressure: stop reading while the stream is full
                     task = asyncio.ensure_future(run(item))
                     running.add(task)
