@@ -6,7 +6,10 @@ never blocks and never reads a clock: `now` comes in, `Pending` handles go out, 
 shell feeds it WAL persistence (`on_persisted`) and time (`tick`). The log and store are
 injected: the real WAL and LMDB store in the shells, simulated ones in tests/sim.
 
-Invariants: a record is appended before its change is visible; a vbucket's records
+Replication (the change feed, replica snapshots, acks, rollback, promotion) is the
+`ReplicationMixin` of engine/replica.py, part of this class.
+
+Invariants: a record is appended before its change is visible; an active vbucket's records
 take consecutive seqnos; the checkpoint never covers a WAL position that is not yet
 persisted (the shell waits for that before applying a batch); SyncWrites complete in
 seqno order, each exactly once.
@@ -21,23 +24,29 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple, Protocol
 
 from . import records
-from .document import Document, decode_document, split_store_key, store_key
+from .document import Document, decode_document, split_store_key
 from .durability import ActiveDurabilityMonitor, Chain, Completion, Level, Outcome
-from .errors import EngineError, KVError, Status, WalFailedError
+from .errors import KVError, Status, WalFailedError
 from .limits import NUM_REPLICAS_MAX, NUM_VBUCKETS_MAX
 from .manifest import Manifest, check_bucket_name
 from .memtable import Memtable
 from .pending import Pending
 from .records import Kind
-from .vbucket import PendingPrepare, VBState, VBucket
+from .replica import ReplicationMixin
+from .vbucket import PendingPrepare, VBState, VBucket, decode_prepare_value, encode_prepare_value
 
 
 class Log(Protocol):
     end_lsn: int
+    first_lsn: int  # the oldest record still held (an exact rollback reads from the checkpoint on)
 
     def append(self, kind: int, payload: bytes, *, lazy: bool = False) -> int: ...
 
+    def append_many(self, records: list[tuple[int, bytes]]) -> int: ...  # all or nothing (a replica snapshot)
+
     def request_sync(self, lsn: int) -> None: ...
+
+    def replay(self, from_lsn: int = 0): ...
 
 
 class Store(Protocol):
@@ -89,13 +98,12 @@ class CheckpointBatch(NamedTuple):
     prepares_delete: set[bytes]
     meta: dict[bytes, bytes]
     checkpoint_lsn: int
+    # Vbuckets rolled back to zero: the shell deletes them from the store (store.delete_vbucket)
+    # after the WAL is persisted and before it applies this batch.
+    vbuckets_delete: frozenset[int] = frozenset()
 
 
-def encode_prepare_value(prepare: PendingPrepare) -> bytes:
-    return bytes((prepare.level,)) + prepare.document.encode()
-
-
-class BucketCore:
+class BucketCore(ReplicationMixin):
     def __init__(
         self, config: BucketConfig, log: Log, store: Store, *, node_id: str = "local", rng: random.Random | None = None
     ) -> None:
@@ -118,6 +126,7 @@ class BucketCore:
         self._owed: dict[int, deque[Completion]] = {}  # completions decided but refused by the log
         self._prepares_frozen: dict[bytes, bytes | None] = {}
         self.dropped_cids: set[int] = set()  # dropped collections whose documents are still in the store
+        self._init_replication(store)
 
     # -- reads -------------------------------------------------------------------------
     def committed(self, skey: bytes) -> Document | None:
@@ -142,6 +151,7 @@ class BucketCore:
         """Log and apply a committed change (mutation, deletion, expiration); returns its WAL position."""
         lsn = self._append(kind, records.encode_document_record(vb.vbid, cid, key, doc.encode()), vb, doc.seqno)
         self.memtable.put(skey, doc)
+        self._fed(vb.vbid, records.Record(kind, vb.vbid, cid, key, doc, 0, 0, doc.seqno))
         return lsn
 
     def write_prepare(
@@ -159,7 +169,9 @@ class BucketCore:
         lsn = self._append(Kind.PREPARE, payload, vb, doc.seqno)
         prepare = PendingPrepare(skey, cid, key, doc, level)
         vb.prepares[skey] = prepare
+        vb.note_prepare(doc.seqno)
         self._prepares_dirty[skey] = encode_prepare_value(prepare)
+        self._fed(vb.vbid, records.Record(Kind.PREPARE, vb.vbid, cid, key, doc, level, 0, doc.seqno))
         pending = Pending()
         self._cookies[(vb.vbid, doc.seqno)] = (pending, counter)
         self.monitors[vb.vbid].add_prepare(doc.seqno, skey, Level(level), deadline, cookie=pending)
@@ -182,6 +194,8 @@ class BucketCore:
             if vb.state is VBState.ACTIVE:
                 self.monitors[vbid].local_persisted(seqno)
                 self._drain(vb)
+            elif self.on_replica_persisted is not None:
+                self.on_replica_persisted(vbid, vb.persisted_seqno)
 
     def sync_writes_in_flight(self) -> int:
         return len(self._cookies)
@@ -236,6 +250,9 @@ class BucketCore:
         pending, counter = self._cookies.pop((vb.vbid, completion.seqno), (None, 0))
         del vb.prepares[skey]
         self._prepares_dirty[skey] = None
+        vb.high_completed_seqno = max(vb.high_completed_seqno, completion.seqno)
+        record = records.Record(kind, vb.vbid, prepare.collection_id, prepare.key, None, 0, completion.seqno, seqno)
+        self._fed(vb.vbid, record)
         if kind is Kind.COMMIT:
             doc = prepare.document._replace(seqno=seqno)
             self.memtable.put(skey, doc)
@@ -251,7 +268,8 @@ class BucketCore:
 
         Leaving active answers every waiting SyncWrite ambiguous and keeps the prepares for
         the next owner; becoming active starts a new failover-log entry and takes over the
-        pending prepares with no timeout (they commit once the chain satisfies them).
+        pending prepares with no timeout, with the vbucket's HPS and HCS (they commit once the
+        chain satisfies them). The state record is logged before any commit it allows.
         """
         vb = self.vbuckets[vbid]
         old = vb.state
@@ -269,16 +287,21 @@ class BucketCore:
         if state is VBState.ACTIVE and old is not VBState.ACTIVE:
             vb.new_failover_entry(self.rng)
             self.monitors[vbid] = self._takeover_monitor(vb, chain)
-            self._drain(vb)
         elif state is VBState.ACTIVE and chain != self.monitors[vbid].chain:
             self.monitors[vbid].set_chain(chain)
-            self._drain(vb)
         if state is not old:
+            # Before the commits below: recovery replays a replica's items only up to a
+            # snapshot end, an active's at once, and tells them apart by this record.
             self._append(Kind.VBUCKET_STATE, records.encode_meta(vbid, vb.state_json()), vb, vb.high_seqno)
+            self._changed(vbid)
+        if state is VBState.ACTIVE:
+            self._drain(vb)
 
     def _takeover_monitor(self, vb: VBucket, chain: Chain) -> ActiveDurabilityMonitor:
         """A monitor for a vbucket becoming active, holding its pending prepares with no timeout."""
-        monitor = ActiveDurabilityMonitor(chain)
+        monitor = ActiveDurabilityMonitor(
+            chain, high_prepared_seqno=vb.high_prepared_seqno, high_completed_seqno=vb.high_completed_seqno
+        )
         for prepare in sorted(vb.prepares.values(), key=lambda p: p.document.seqno):
             prepare.maybe_visible = True
             monitor.add_prepare(prepare.document.seqno, prepare.skey, Level(prepare.level), None)
@@ -306,15 +329,19 @@ class BucketCore:
                 vb.load_state_json(state)
                 fresh = False
         for skey, value in self.store.iter_prepares():
-            doc = decode_document(value[1:])
+            level, doc = decode_prepare_value(value)
             vbid, cid, key = split_store_key(skey)
-            self.vbuckets[vbid].prepares[skey] = PendingPrepare(skey, cid, key, doc, value[0], maybe_visible=True)
+            self.vbuckets[vbid].prepares[skey] = PendingPrepare(skey, cid, key, doc, level, maybe_visible=True)
+        self._recover_begin()
         for record in log_records:
-            self._replay(records.decode(record.kind, record.payload))
+            self._recover_record(record)
             fresh = False
+        self._recover_end()
         for vb in self.vbuckets:
-            vb.persisted_seqno = vb.high_seqno  # replayed records are on disk (the WAL fsynced them at open)
-            if not vb.failover_log or (not clean_shutdown and not fresh):
+            vb.set_persisted(vb.high_seqno)  # replayed records are on disk (the WAL fsynced them at open)
+            vb.high_prepared_seqno = vb.last_prepare_seqno
+            # A replica keeps its active's history, uuid included: only an active starts a branch.
+            if vb.state is VBState.ACTIVE and (not vb.failover_log or (not clean_shutdown and not fresh)):
                 vb.new_failover_entry(self.rng)
                 # The new branch must survive a crash before the next checkpoint: log it now.
                 self._append(Kind.VBUCKET_STATE, records.encode_meta(vb.vbid, vb.state_json()), vb, vb.high_seqno)
@@ -324,31 +351,6 @@ class BucketCore:
             else:
                 for prepare in vb.prepares.values():
                     prepare.maybe_visible = True
-
-    def _replay(self, record: records.Record) -> None:
-        vb = self.vbuckets[record.vbucket]
-        if record.kind is Kind.MANIFEST:
-            self._adopt_manifest(Manifest.from_json(record.body))
-            return
-        if record.kind is Kind.VBUCKET_STATE:
-            vb.load_state_json(record.body)
-            return
-        skey = store_key(record.vbucket, record.collection_id, record.key)
-        vb.high_seqno = max(vb.high_seqno, record.seqno)
-        if record.document is not None:
-            vb.hlc.observe(record.document.cas)
-        if record.kind is Kind.PREPARE:
-            vb.prepares[skey] = PendingPrepare(skey, record.collection_id, record.key, record.document, record.level)
-            self._prepares_dirty[skey] = encode_prepare_value(vb.prepares[skey])
-        elif record.kind in (Kind.COMMIT, Kind.ABORT):
-            prepare = vb.prepares.pop(skey, None)
-            self._prepares_dirty[skey] = None
-            if record.kind is Kind.COMMIT:
-                if prepare is None or prepare.document.seqno != record.prepare_seqno:
-                    raise EngineError(f"commit of seqno {record.prepare_seqno} in vbucket {vb.vbid} has no prepare")
-                self.memtable.put(skey, prepare.document._replace(seqno=record.seqno))
-        else:
-            self.memtable.put(skey, record.document)
 
     # -- manifest ----------------------------------------------------------------------
     def change_manifest(self, change):
@@ -405,11 +407,13 @@ class BucketCore:
             prepares_delete={k for k, v in self._prepares_frozen.items() if v is None},
             meta=meta,
             checkpoint_lsn=lsn,
+            vbuckets_delete=self._freeze_replication(),
         )
 
     def checkpoint_done(self) -> None:
         self.memtable.release_frozen()
         self._prepares_frozen = {}
+        self._checkpoint_applied()
 
     def checkpoint_failed(self) -> None:
         """Put a frozen batch back so the next checkpoint writes it (nothing was applied)."""
@@ -420,3 +424,4 @@ class BucketCore:
         for skey, value in self._prepares_frozen.items():
             self._prepares_dirty.setdefault(skey, value)
         self._prepares_frozen = {}
+        self._checkpoint_abandoned()

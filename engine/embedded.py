@@ -183,6 +183,10 @@ class EmbeddedBucket:
                     self.engine.checkpoint_failed()
                 return False
         try:
+            # Vbuckets rolled back to zero: their stale contents go before anything newer lands
+            # (a crash in between replays the ROLLBACK record, which asks for this again).
+            for vbid in sorted(batch.vbuckets_delete):
+                self.store.delete_vbucket(vbid)
             self.store.apply(batch)
         except BaseException:
             with self.lock:
@@ -198,6 +202,19 @@ class EmbeddedBucket:
         self.wal.release_before(batch.checkpoint_lsn)
         self.checkpoint_count += 1
         return True
+
+    def rollback(self, vbid: int, seqno: int) -> Any:
+        """`engine.rollback` with no checkpoint in flight, so that it can be exact when the WAL
+        allows (a checkpoint half applied forces a rollback to zero). Blocks while a checkpoint
+        runs: from an event loop, call it in a worker thread."""
+        with self._checkpoint_lock, self.lock:
+            return self.engine.rollback(vbid, seqno)
+
+    def replica_ack(self, vbid: int, node_id: str, hps: int, received_seqno: int = 0, persisted_seqno: int = 0) -> None:
+        """`engine.replica_ack`, then release the threads whose SyncWrites it committed."""
+        with self.lock:
+            self.engine.replica_ack(vbid, node_id, hps, received_seqno, persisted_seqno)
+        self._wake_waiters()
 
     def run_expiry_pager(self) -> int:
         """Find expired documents in the store and memtable and expire them; returns how many."""

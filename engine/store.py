@@ -27,6 +27,11 @@ process, so it waits for open iterators to close (at most `LMDB_RESIZE_READERS_W
 iterator still open after that raises StoreError and must be restarted), and a `get` that
 races it retries once the new map is in place.
 
+Backfill: `backfill_read` reads one vbucket for a replica stream in ONE read transaction: its
+checkpointed seqnos (from the engine's vbucket state in `meta`), every document from a seqno on
+(each key once, at its newest version: `docs` holds one version per key) and its pending
+prepares. It holds the whole answer in memory, so it is meant for one vbucket at a time.
+
 Invariants: the checkpoint LSN never goes backwards; an apply is all-or-nothing; every
 `seqs` entry (vb, s) -> k has docs[k].seqno == s.
 """
@@ -40,13 +45,14 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import lmdb
 
 from durakv.engine import limits
-from durakv.engine.document import HEADER_SIZE, seqno_of
+from durakv.engine.document import HEADER_SIZE, Document, decode_document, seqno_of, split_store_key
 from durakv.engine.errors import DataDirError, DataDirLockedError, FormatVersionError, StoreError
+from durakv.engine.vbucket import decode_prepare_value, state_meta_key, stored_seqnos
 
 STORE_FORMAT_VERSION = 1
 
@@ -82,6 +88,17 @@ class CheckpointBatch:
     prepares_delete: set[bytes] = field(default_factory=set)
     meta: dict[bytes, bytes] = field(default_factory=dict)  # opaque engine metadata, put as given
     checkpoint_lsn: int  # the WAL end position this checkpoint covers
+
+
+class BackfillSnapshot(NamedTuple):
+    """One vbucket as the last checkpoint holds it, from a seqno on (`backfill_read`)."""
+
+    high_seqno: int  # the checkpointed high seqno: the end of the disk snapshot
+    high_completed_seqno: int
+    high_prepared_seqno: int
+    purge_seqno: int
+    documents: list[tuple[int, int, bytes, Document]]  # (seqno, collection id, key, doc), by seqno; tombstones too
+    prepares: list[tuple[int, int, bytes, int, Document]]  # (seqno, collection id, key, level, doc), by seqno
 
 
 class _ResizeGate:
@@ -321,6 +338,36 @@ class CheckpointStore:
                 if record is None or seqno_of(record) != seqno:
                     raise StoreError(f"{self.path}: seqs entry vb={vbucket} seqno={seqno} -> {skey!r} is stale")
                 yield seqno, skey, record
+
+    def backfill_read(self, vbucket: int, from_seqno: int) -> BackfillSnapshot:
+        """The vbucket's checkpointed seqnos, documents with seqno >= from_seqno and pending
+        prepares with seqno >= from_seqno, all from one read snapshot. Any thread."""
+        prefix = _U16.pack(vbucket)
+        with self._snapshot() as txn:
+            seqnos = stored_seqnos(txn.get(state_meta_key(vbucket), db=self._meta))
+            documents: list[tuple[int, int, bytes, Document]] = []
+            cursor = txn.cursor(db=self._seqs)
+            if cursor.set_range(prefix + _U64.pack(from_seqno)):
+                for seq_key, skey in cursor:
+                    if not seq_key.startswith(prefix):
+                        break
+                    seqno = _U64.unpack_from(seq_key, 2)[0]
+                    record = txn.get(skey, db=self._docs)
+                    if record is None or seqno_of(record) != seqno:
+                        raise StoreError(f"{self.path}: seqs entry vb={vbucket} seqno={seqno} -> {skey!r} is stale")
+                    _, cid, key = split_store_key(skey)
+                    documents.append((seqno, cid, key, decode_document(record)))
+            prepares: list[tuple[int, int, bytes, int, Document]] = []
+            for skey, value in self._iter_prefix(txn.cursor(db=self._prepares), prefix):
+                level, doc = decode_prepare_value(value)
+                if doc.seqno >= from_seqno:
+                    _, cid, key = split_store_key(skey)
+                    prepares.append((doc.seqno, cid, key, level, doc))
+        prepares.sort(key=lambda p: p[0])
+        return BackfillSnapshot(
+            seqnos.high_seqno, seqnos.high_completed_seqno, seqnos.high_prepared_seqno, seqnos.purge_seqno,
+            documents, prepares,
+        )  # fmt: skip
 
     def iter_docs(self, vbucket: int | None = None) -> Iterator[tuple[bytes, bytes]]:
         """(store key, encoded doc) in key order, all or one vbucket; one snapshot."""
