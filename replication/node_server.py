@@ -4,9 +4,11 @@ Owns: `NodeRuntime` -- the configuration the node runs and the buckets it serves
 applying a new configuration to the engine (create/drop buckets, adopt manifests, set every
 vbucket's state and chain; docs/cluster-protocol.md, "Configuration flow") -- and `serve`:
 open the data directory, load the last configuration saved there, start the grpc.aio
-server (KV, Admin, NodeControl), pull the configuration from the manager in the background,
-and on SIGTERM/SIGINT stop accepting calls, let in-flight ones finish, close the engine
-cleanly (final checkpoint, CLEAN marker) and exit 0.
+server (KV, Admin, NodeControl, Replication) and the replicator (the calls copying this
+node's replica vbuckets from their actives, re-planned after every configuration applied),
+pull the configuration from the manager in the background, and on SIGTERM/SIGINT stop
+replicating, stop accepting calls, let in-flight ones finish, close the engine cleanly
+(final checkpoint, CLEAN marker) and exit 0.
 
 Must never: decide what a configuration means for this node (node_config does), answer a
 request (the services do), or apply a configuration older than the one it runs.
@@ -24,6 +26,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +40,14 @@ from durakv.engine.embedded import EmbeddedBucket, EmbeddedNode
 from durakv.engine.errors import DataDirError, EngineError, KVError, Status
 from durakv.engine.files import atomic_write
 from durakv.engine.vbucket import VBState
-from durakv.proto import admin_pb2, admin_pb2_grpc, cluster_pb2, kv_pb2
+from durakv.proto import admin_pb2, admin_pb2_grpc, cluster_pb2, kv_pb2, replication_pb2
 from durakv.replication import node_config
 from durakv.replication.auth import Authenticator, bearer_metadata, users_from_proto
 from durakv.replication.kv_service import MALFORMED, KVService
 from durakv.replication.node_config import NO_VERSION, BucketPlan, ConfigError, LocalBucket, Version
 from durakv.replication.node_control import AdminService, NodeControlService
+from durakv.replication.replication_service import ReplicationService
+from durakv.replication.replicator import Replicator
 
 log = logging.getLogger("durakv.node")
 
@@ -82,6 +87,8 @@ class NodeRuntime:
         self.started_monotonic = time.monotonic()
         self._views: dict[str | None, cluster_pb2.ClusterConfig | None] = {}
         self._apply_lock = asyncio.Lock()
+        # Called (awaited, in order) after each configuration is applied: replication follows it.
+        self.on_applied: list[Callable[[], Awaitable[None]]] = []
 
     # -- what the services read ---------------------------------------------------------
     def bucket(self, name: str) -> EmbeddedBucket:
@@ -160,6 +167,11 @@ class NodeRuntime:
                 list(changes.drop),
                 list(changes.recreate),
             )
+            for listener in self.on_applied:
+                try:
+                    await listener()
+                except Exception:
+                    log.exception("following configuration %s failed", version)
             return Status.SUCCESS, ""
 
     async def _apply_to_engine(self, plans: dict[str, BucketPlan]) -> node_config.ConfigDiff:
@@ -286,6 +298,15 @@ async def serve(options: NodeOptions) -> int:
             server, AdminService(runtime, channel, options.manager), admin_pb2.DESCRIPTOR.services_by_name["Admin"]
         )
         add_service(server, NodeControlService(runtime), admin_pb2.DESCRIPTOR.services_by_name["NodeControl"])
+        replication = ReplicationService(runtime)
+        add_service(server, replication, replication_pb2.DESCRIPTOR.services_by_name["Replication"])
+        replicator = Replicator(runtime, channel_options=GRPC_OPTIONS)
+
+        async def follow_config() -> None:
+            replication.topology_changed()
+            await replicator.replan()
+
+        runtime.on_applied.append(follow_config)
         try:
             server.add_insecure_port(options.listen)
         except RuntimeError as exc:
@@ -293,10 +314,13 @@ async def serve(options: NodeOptions) -> int:
         await server.start()
         log.info("node %s serving on %s", options.node_id, options.listen)
         puller = asyncio.ensure_future(pull_config(runtime, channel, options.manager))
+        await follow_config()  # the configuration loaded from the data directory
         await stop.wait()
         log.info("node %s stopping: no new calls, %.0f s for calls in flight", options.node_id, SHUTDOWN_GRACE_S)
         runtime.stopping = True
         puller.cancel()
+        await replicator.stop()
+        replication.stop()
         await server.stop(SHUTDOWN_GRACE_S)
     finally:
         if channel is not None:

@@ -1,0 +1,336 @@
+"""Replication between real node processes: replicas receive the writes, durable writes need them.
+
+Two clusters, each started the way users start one (`durakv cluster up --nodes 3` on free
+ports, `--replicas 2` and `--replicas 1`), destroyed at the end whatever happens. The SDK
+connects with the connection string `up` prints. Every wait polls with a deadline.
+
+What the tests claim:
+- (a) writes without durability reach every replica: `get_all_replicas` answers the value
+  from each replica node (`is_replica`), for keys of every vbucket;
+- (b) every durability level (MAJORITY, MAJORITY_AND_PERSIST_TO_ACTIVE, PERSIST_TO_MAJORITY)
+  is acknowledged with two replicas and with one, and the value then reaches every replica;
+- (c) with two replicas and one of a vbucket's replica nodes killed (SIGKILL), every level
+  still succeeds on that vbucket (the active and the other replica are a majority);
+- (d) with one replica and that replica's node killed, durable writes end
+  `DurabilitySyncWriteAmbiguousException` after their timeout (not before, not much later);
+  after `durakv cluster start` the node catches up -- including writes made while it was
+  down, more than the active's change feed keeps once they are checkpointed and more than the
+  stream's flow-control window, so served by a backfill from the active's store under flow
+  control -- and durable writes succeed again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+CLI = [sys.executable, "-m", "durakv.cli.main"]
+if subprocess.run([*CLI, "cluster", "--help"], capture_output=True, timeout=60).returncode != 0:
+    pytest.skip("`durakv cluster` is not available in this build", allow_module_level=True)
+
+import durakv.exceptions as exc  # noqa: E402
+from durakv.auth import PasswordAuthenticator  # noqa: E402
+from durakv.cluster import Cluster  # noqa: E402
+from durakv.durability import DurabilityLevel, ServerDurability  # noqa: E402
+from durakv.engine.replica import FEED_BYTES_MAX  # noqa: E402
+from durakv.options import ClusterOptions  # noqa: E402
+from durakv.proto import admin_pb2, admin_pb2_grpc  # noqa: E402
+from durakv.replication import launcher  # noqa: E402
+from durakv.replication.auth import basic_metadata  # noqa: E402
+from durakv.replication.items import STREAM_BUFFER_BYTES_DEFAULT  # noqa: E402
+
+NODES = 3
+VBUCKETS = 64  # `durakv cluster up`'s default for the `default` bucket
+COMMAND_TIMEOUT_S = 90
+ADMIN = PasswordAuthenticator("admin", "password")
+READY_TIMEOUT = timedelta(seconds=30)
+DURABLE_TIMEOUT = timedelta(seconds=5)  # a durable write that should succeed
+AMBIGUOUS_TIMEOUT = timedelta(milliseconds=1500)  # a durable write that cannot (its only replica is down)
+TIMEOUT_SLACK_S = 1.0  # how much later than its timeout a failing write may end (a loaded machine)
+REPLICATED_DEADLINE_S = 15.0
+CATCH_UP_DEADLINE_S = 30.0
+CHECKPOINT_DEADLINE_S = 20.0  # the engine checkpoints a non-empty memtable every 5 s
+POLL_INTERVAL_S = 0.05
+PAD_BYTES = 100_000  # the documents written while a replica is down
+LEVELS = (
+    DurabilityLevel.MAJORITY,
+    DurabilityLevel.MAJORITY_AND_PERSIST_TO_ACTIVE,
+    DurabilityLevel.PERSIST_TO_MAJORITY,
+)
+
+
+# -- the clusters ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunningCluster:
+    dir: Path
+    replicas: int
+    names: dict[str, str]  # host:port -> node1..
+    sdk: Cluster
+
+    @property
+    def coll(self):
+        return self.sdk.bucket("default").default_collection()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return checked(*args, "--dir", str(self.dir))
+
+    def chain(self, key: str) -> tuple[str, ...]:
+        """Node names holding the key's vbucket: the active, then its replicas."""
+        route = self.sdk._backend.routing().bucket("default")
+        return tuple(self.names[address] for address in route.holders(vbucket_of(key)))
+
+
+def durakv_cluster(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "cluster", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+
+
+def checked(*args: str) -> subprocess.CompletedProcess[str]:
+    result = durakv_cluster(*args)
+    assert result.returncode == 0, f"cluster {args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def free_base_port() -> int:
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000)
+        ports = (*range(base, base + NODES), base + launcher.MANAGER_PORT_OFFSET)
+        if all(launcher.port_is_free(f"127.0.0.1:{port}") for port in ports):
+            return base
+    raise AssertionError("no free port range found")
+
+
+def start_cluster(cluster_dir: Path, replicas: int) -> Iterator[RunningCluster]:
+    sdk = None
+    try:
+        up = checked(
+            "up",
+            "--dir",
+            str(cluster_dir),
+            "--nodes",
+            str(NODES),
+            "--replicas",
+            str(replicas),
+            "--base-port",
+            str(free_base_port()),
+        )
+        connstr = re.search(r"durakv://\S+", up.stdout).group(0)
+        status = json.loads(checked("status", "--dir", str(cluster_dir), "--json").stdout)
+        names = {p["address"]: p["name"] for p in status["processes"] if p["name"] != "manager"}
+        sdk = Cluster(connstr, ClusterOptions(ADMIN))
+        sdk.wait_until_ready(READY_TIMEOUT)
+        yield RunningCluster(cluster_dir, replicas, names, sdk)
+    finally:
+        if sdk is not None:
+            sdk.close()
+        destroyed = durakv_cluster("destroy", "--dir", str(cluster_dir))
+        cdir = launcher.ClusterDir(cluster_dir)
+        if cdir.exists():  # destroy failed: at least no process outlives the tests
+            launcher.kill(cdir, cdir.spec.names)
+        assert destroyed.returncode == 0, f"cluster destroy exited {destroyed.returncode}\n{destroyed.stderr}"
+
+
+@pytest.fixture(scope="module")
+def two_replicas(tmp_path_factory):
+    yield from start_cluster(tmp_path_factory.mktemp("replicas2") / "cluster", 2)
+
+
+@pytest.fixture(scope="module")
+def one_replica(tmp_path_factory):
+    yield from start_cluster(tmp_path_factory.mktemp("replicas1") / "cluster", 1)
+
+
+@pytest.fixture(params=["two_replicas", "one_replica"])
+def running(request) -> RunningCluster:
+    return request.getfixturevalue(request.param)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def vbucket_of(key: str, num_vbuckets: int = VBUCKETS) -> int:
+    """Couchbase's formula, written out here as the independent oracle."""
+    return ((zlib.crc32(key.encode()) >> 16) & 0x7FFF) % num_vbuckets
+
+
+def keys_for_every_vbucket(prefix: str) -> dict[int, str]:
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < VBUCKETS:
+        key = f"{prefix}-{i}"
+        found.setdefault(vbucket_of(key), key)
+        i += 1
+    return found
+
+
+def wait_until(condition: Callable[[], bool], what: str, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {deadline_s:.0f} s waiting for: {what}"
+        time.sleep(POLL_INTERVAL_S)
+
+
+def replica_values(running: RunningCluster, key: str) -> list[object]:
+    """The values `get_all_replicas` answers from replica nodes (not the active)."""
+    try:
+        copies = running.coll.get_all_replicas(key)
+    except exc.DocumentNotFoundException:
+        return []
+    return [c.content_as[dict] for c in copies if c.is_replica]
+
+
+def on_every_replica(running: RunningCluster, key: str, value: object, replicas: int | None = None) -> bool:
+    wanted = running.replicas if replicas is None else replicas
+    values = replica_values(running, key)
+    return len(values) == wanted and all(v == value for v in values)
+
+
+def wait_replicated(running: RunningCluster, expected: dict[str, object], replicas: int | None = None) -> None:
+    pending = dict(expected)
+
+    def all_there() -> bool:
+        for key in list(pending):
+            if on_every_replica(running, key, pending[key], replicas):
+                del pending[key]
+        return not pending
+
+    wait_until(all_there, f"{len(pending)} keys on every replica, e.g. {sorted(pending)[:3]}", REPLICATED_DEADLINE_S)
+
+
+def durable(level: DurabilityLevel) -> ServerDurability:
+    return ServerDurability(level)
+
+
+def checkpoints(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stats = admin_pb2_grpc.AdminStub(channel).Stats(
+            admin_pb2.StatsRequest(bucket="default"), metadata=basic_metadata("admin", "password"), timeout=5
+        )
+    return stats.buckets[0].counters["checkpoints"]
+
+
+def address_of(running: RunningCluster, name: str) -> str:
+    return next(address for address, n in running.names.items() if n == name)
+
+
+# -- (a) and (b): every replica receives, every level is acknowledged ----------------------------
+
+
+def test_writes_without_durability_reach_every_replica(running):
+    expected = {key: {"vb": vb, "level": "none"} for vb, key in keys_for_every_vbucket("none").items()}
+    for key, value in expected.items():
+        running.coll.upsert(key, value)
+    wait_replicated(running, expected)
+    # Every replica holds the newest version, also of a document changed and removed since.
+    key = next(iter(expected))
+    running.coll.upsert(key, {"version": 2})
+    wait_replicated(running, {key: {"version": 2}})
+    running.coll.remove(key)
+    wait_until(lambda: replica_values(running, key) == [], f"{key} removed on every replica", REPLICATED_DEADLINE_S)
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)
+def test_every_level_is_acknowledged_and_replicated(running, level):
+    keys = keys_for_every_vbucket(f"durable-{level.name}")
+    expected = {}
+    for vb, key in list(keys.items())[:: max(1, VBUCKETS // 16)]:  # 16 vbuckets: every node as active
+        value = {"vb": vb, "level": level.name}
+        result = running.coll.upsert(key, value, durability=durable(level), timeout=DURABLE_TIMEOUT)
+        assert result.cas and running.coll.get(key).cas == result.cas
+        expected[key] = value  # the replicas held the prepare; its commit follows it
+    wait_replicated(running, expected)
+    # A durable remove commits a tombstone everywhere.
+    key = next(iter(expected))
+    running.coll.remove(key, durability=durable(level), timeout=DURABLE_TIMEOUT)
+    wait_until(lambda: replica_values(running, key) == [], f"{key} removed on every replica", REPLICATED_DEADLINE_S)
+
+
+# -- (c) two replicas, one down -------------------------------------------------------------------
+
+
+def test_two_replicas_one_down_every_level_succeeds(two_replicas):
+    running = two_replicas
+    key = "one-replica-down"
+    _active, *replicas = running.chain(key)
+    victim = replicas[0]
+    running.cli("kill", victim)
+    try:
+        for level in LEVELS:
+            value = {"level": level.name, "while": f"{victim} down"}
+            running.coll.upsert(key, value, durability=durable(level), timeout=DURABLE_TIMEOUT)
+            assert running.coll.get(key).content_as[dict] == value
+            wait_replicated(running, {key: value}, replicas=1)  # the replica still up
+    finally:
+        running.cli("start", victim)
+    wait_replicated(running, {key: {"level": LEVELS[-1].name, "while": f"{victim} down"}})
+
+
+# -- (d) one replica, down: ambiguous, then it catches up -----------------------------------------
+
+
+def test_only_replica_down_durable_writes_ambiguous_then_catch_up(one_replica):
+    running = one_replica
+    key = "only-replica-down"
+    active, replica = running.chain(key)
+    running.coll.upsert(key, {"phase": "before"}, durability=durable(DurabilityLevel.MAJORITY))
+    # Written to the key's vbucket while its replica is down: more than the active's change feed
+    # keeps once checkpointed, so the replica's restart position is only in the active's store,
+    # and more than a stream's flow-control window, so the backfill waits for BufferAcks.
+    count = max(FEED_BYTES_MAX, STREAM_BUFFER_BYTES_DEFAULT) * 5 // 4 // PAD_BYTES + 1
+    vb = vbucket_of(key)
+    same_vbucket = [k for k in (f"catch-up-{i}" for i in range(4 * count * VBUCKETS)) if vbucket_of(k) == vb][:count]
+    assert len(same_vbucket) == count
+
+    running.cli("kill", replica)
+    try:
+        for level in LEVELS:
+            start = time.monotonic()
+            with pytest.raises(exc.DurabilitySyncWriteAmbiguousException):
+                running.coll.upsert(key, {"phase": level.name}, durability=durable(level), timeout=AMBIGUOUS_TIMEOUT)
+            took = time.monotonic() - start
+            timeout_s = AMBIGUOUS_TIMEOUT.total_seconds()
+            assert 0.8 * timeout_s <= took <= timeout_s + TIMEOUT_SLACK_S, f"{level.name}: ended after {took:.2f} s"
+        missed = {k: {"phase": "while down", "pad": k * (PAD_BYTES // len(k))} for k in same_vbucket}
+        for k, value in missed.items():
+            running.coll.upsert(k, value)
+        # A checkpoint takes them into the store, and the feed lets go of what it no longer must keep.
+        before = checkpoints(address_of(running, active))
+        wait_until(
+            lambda: checkpoints(address_of(running, active)) > before, f"{active} checkpoints", CHECKPOINT_DEADLINE_S
+        )
+    finally:
+        running.cli("start", replica)
+
+    wait_replicated(running, missed)
+
+    def durable_write_succeeds() -> bool:
+        try:
+            running.coll.upsert(
+                key,
+                {"phase": "after"},
+                durability=durable(DurabilityLevel.PERSIST_TO_MAJORITY),
+                timeout=DURABLE_TIMEOUT,
+            )
+        except (exc.DurabilitySyncWriteAmbiguousException, exc.AmbiguousTimeoutException):
+            return False
+        return True
+
+    wait_until(durable_write_succeeds, "a durable write succeeds again", CATCH_UP_DEADLINE_S)
+    for level in LEVELS:
+        value = {"phase": "after", "level": level.name}
+        running.coll.upsert(key, value, durability=durable(level), timeout=DURABLE_TIMEOUT)
+        wait_replicated(running, {key: value})
