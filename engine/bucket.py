@@ -284,6 +284,10 @@ class BucketCore(ReplicationMixin):
                 prepare.maybe_visible = True
             vb.locks.clear()
         vb.state = state
+        if state is VBState.REPLICA and vb.high_seqno == 0:
+            # A copy that holds nothing has no history of its own: its first stream request
+            # says so (uuid 0), rather than naming a branch the active never heard of.
+            vb.failover_log = []
         if state is VBState.ACTIVE and old is not VBState.ACTIVE:
             vb.new_failover_entry(self.rng)
             self.monitors[vbid] = self._takeover_monitor(vb, chain)
