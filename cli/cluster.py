@@ -2,7 +2,8 @@
 
 `up` creates the cluster directory on first use (manager configuration, secret), starts
 the manager and the nodes, and waits until every vbucket is served; `status`, `stop`,
-`start`, `kill`, `down` and `destroy` act on the processes it started. Commands only: the
+`start`, `kill`, `down` and `destroy` act on the processes it started; `failover` asks the
+manager (Admin.Failover, with the cluster secret) to fail a node over. Commands only: the
 directory layout, process handling and probes are `durakv.replication.launcher`.
 """
 
@@ -16,10 +17,12 @@ from collections.abc import Iterator
 import click
 from click.core import ParameterSource
 
-from durakv.engine.errors import DataDirError
+from durakv.engine.errors import DataDirError, Status
 from durakv.engine.limits import NUM_REPLICAS_MAX, NUM_VBUCKETS_MAX
 from durakv.replication import launcher
 from durakv.replication.cluster_config import NODES_MAX, ClusterConfigError
+
+FAILOVER_RPC_TIMEOUT_S = 30.0  # the manager asks the survivors for their seqnos first
 
 _dir_option = click.option(
     "--dir",
@@ -267,6 +270,67 @@ def kill(cluster_dir, name) -> None:
     with _locked(cdir):
         ended = launcher.kill(cdir, [name])
     click.echo(f"{name} killed (pid {ended[name].pid})" if ended else f"{name} is not running")
+
+
+@cluster_group.command()
+@_dir_option
+@_name_argument
+@_ready_timeout_option
+def failover(cluster_dir, name, timeout_s) -> None:
+    """Hard failover of a node: promote its replicas elsewhere, give up what only it held.
+
+    The manager promotes, for each vbucket NODE was active for, the surviving replica with
+    the highest (high prepared seqno, high seqno); NODE's slots become empty. Waits until the
+    other running nodes serve every vbucket they are now active for.
+    """
+    import grpc
+
+    from durakv.proto import admin_pb2, admin_pb2_grpc
+
+    cdir = launcher.ClusterDir(cluster_dir)
+    with _errors():
+        spec = cdir.spec
+        if name not in spec.nodes:
+            raise launcher.UnknownProcessError(f"{name!r} is not a node of this cluster ({', '.join(spec.nodes)})")
+        metadata = (("authorization", f"Bearer {cdir.secret()}"),)
+        with grpc.insecure_channel(spec.manager_address) as channel:
+            stub = admin_pb2_grpc.AdminStub(channel)
+            try:
+                response = stub.Failover(
+                    admin_pb2.FailoverRequest(node_id=name), timeout=FAILOVER_RPC_TIMEOUT_S, metadata=metadata
+                )
+            except grpc.RpcError as exc:
+                raise click.ClickException(
+                    f"the cluster manager at {spec.manager_address} did not answer: {exc.code().name}"
+                ) from exc
+    if response.status != Status.SUCCESS:
+        raise click.ClickException(f"failover of {name} refused ({_status_name(response.status)}): {response.message}")
+    lost = [p for p in response.promotions if not p.node_id]
+    click.echo(
+        f"{name} failed over at config revision {response.config_revision}: "
+        f"{len(response.promotions) - len(lost)} vbuckets promoted, {len(lost)} lost",
+        err=True,
+    )
+    for p in response.promotions:
+        where = f"-> {p.node_id} (hps {p.high_prepared_seqno}, high seqno {p.high_seqno})" if p.node_id else "LOST"
+        click.echo(f"  {p.bucket} vbucket {p.vbucket} {where}", err=True)
+    if response.unreachable_nodes:
+        click.echo(f"not asked (did not answer): {', '.join(response.unreachable_nodes)}", err=True)
+    survivors = [n for n in spec.nodes if n != name and launcher.running_pid(cdir, n) is not None]
+    with _errors():
+        reasons = launcher.wait_ready(cdir, survivors, timeout_s)
+    reasons.pop("cluster", None)  # lost vbuckets were reported above
+    if reasons:
+        _report_not_ready(cdir, reasons, timeout_s)
+        sys.exit(1)
+    click.echo(f"{name} failed over (config revision {response.config_revision})")
+
+
+def _status_name(status: int) -> str:
+    try:
+        return Status(status).name
+    except ValueError:
+        return f"status {status}"
 
 
 @cluster_group.command()

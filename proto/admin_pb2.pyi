@@ -211,6 +211,42 @@ class ListUsersResponse(_message.Message):
     users: _containers.RepeatedCompositeFieldContainer[_cluster_pb2.User]
     def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., users: _Optional[_Iterable[_Union[_cluster_pb2.User, _Mapping]]] = ...) -> None: ...
 
+class FailoverRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class FailoverPromotion(_message.Message):
+    __slots__ = ("bucket", "vbucket", "node_id", "high_prepared_seqno", "high_seqno")
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    VBUCKET_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HIGH_PREPARED_SEQNO_FIELD_NUMBER: _ClassVar[int]
+    HIGH_SEQNO_FIELD_NUMBER: _ClassVar[int]
+    bucket: str
+    vbucket: int
+    node_id: str
+    high_prepared_seqno: int
+    high_seqno: int
+    def __init__(self, bucket: _Optional[str] = ..., vbucket: _Optional[int] = ..., node_id: _Optional[str] = ..., high_prepared_seqno: _Optional[int] = ..., high_seqno: _Optional[int] = ...) -> None: ...
+
+class FailoverResponse(_message.Message):
+    __slots__ = ("status", "message", "config_epoch", "config_revision", "promotions", "unreachable_nodes")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_REVISION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTIONS_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_NODES_FIELD_NUMBER: _ClassVar[int]
+    status: _kv_pb2.Status
+    message: str
+    config_epoch: int
+    config_revision: int
+    promotions: _containers.RepeatedCompositeFieldContainer[FailoverPromotion]
+    unreachable_nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., config_epoch: _Optional[int] = ..., config_revision: _Optional[int] = ..., promotions: _Optional[_Iterable[_Union[FailoverPromotion, _Mapping]]] = ..., unreachable_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class VBucketStats(_message.Message):
     __slots__ = ("vbucket", "state", "uuid", "high_seqno", "persisted_seqno", "high_prepared_seqno", "high_completed_seqno", "item_count", "sync_writes_pending")
     VBUCKET_FIELD_NUMBER: _ClassVar[int]

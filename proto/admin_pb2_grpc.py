@@ -117,6 +117,11 @@ class AdminStub:
                 request_serializer=durakv_dot_proto_dot_admin__pb2.HealthRequest.SerializeToString,
                 response_deserializer=durakv_dot_proto_dot_admin__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.Failover = channel.unary_unary(
+                '/durakv.admin.v1.Admin/Failover',
+                request_serializer=durakv_dot_proto_dot_admin__pb2.FailoverRequest.SerializeToString,
+                response_deserializer=durakv_dot_proto_dot_admin__pb2.FailoverResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -240,6 +245,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Failover(self, request, context):
+        """Hard failover of a node (FailoverRequest); admin role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -322,6 +334,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=durakv_dot_proto_dot_admin__pb2.HealthRequest.FromString,
                     response_serializer=durakv_dot_proto_dot_admin__pb2.HealthResponse.SerializeToString,
+            ),
+            'Failover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Failover,
+                    request_deserializer=durakv_dot_proto_dot_admin__pb2.FailoverRequest.FromString,
+                    response_serializer=durakv_dot_proto_dot_admin__pb2.FailoverResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -759,6 +776,33 @@ class Admin:
             '/durakv.admin.v1.Admin/Health',
             durakv_dot_proto_dot_admin__pb2.HealthRequest.SerializeToString,
             durakv_dot_proto_dot_admin__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Failover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durakv.admin.v1.Admin/Failover',
+            durakv_dot_proto_dot_admin__pb2.FailoverRequest.SerializeToString,
+            durakv_dot_proto_dot_admin__pb2.FailoverResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,12 @@ The secret file: it must hold the configuration's secret (64 lowercase hex digit
 directory without a configuration adopts the file's secret for the new cluster; a missing
 file is written (0600) from the configuration's secret, new or existing.
 
+Failover (hard, by the admin's command): under the change lock, the manager asks every
+surviving node that holds a replica of a vbucket the failed node was active for for its
+(HPS, high seqno) (NodeControl.GetVBucketStates, all at once, a few seconds at most), then
+`ClusterConfig.mark_failed` promotes the best replica of each; a node that does not answer
+ranks lowest. The new revision is persisted and pushed like any change.
+
 Invariants: a change is persisted before any caller or node can see it; the pusher only
 ever sends the current configuration; a node's acknowledged revision is what the node
 said it runs, never assumed.
@@ -62,7 +68,7 @@ from durakv import __version__
 from durakv.engine.errors import EngineError, KVError, Status
 from durakv.engine.files import atomic_write
 from durakv.proto import admin_pb2, admin_pb2_grpc
-from durakv.replication import config_proto
+from durakv.replication import config_proto, vbmap
 from durakv.replication import users as users_mod
 from durakv.replication.cluster_config import SECRET_SIZE, ClusterConfig, ClusterConfigError, NodeState, Refusal
 from durakv.replication.manager_state import ManagerState
@@ -77,6 +83,7 @@ SECRET_FILE_NAME = "secret"  # default secret file: <cluster dir>/secret
 LISTEN_DEFAULT = "127.0.0.1:7100"
 PUSH_INTERVAL_S_DEFAULT = 1.0
 PUSH_TIMEOUT_S = 2.0
+VBUCKET_STATES_TIMEOUT_S = 3.0  # failover: how long a surviving node may take to report its seqnos
 PUSH_FAILURE_LOG_INTERVAL_S = 30.0  # a node that keeps failing is logged at most this often
 AUTH_CACHE_SIZE_MAX = 1024  # cached successful password checks
 GRPC_MESSAGE_SIZE_MAX = 32 * 1024 * 1024
@@ -403,6 +410,90 @@ def _status_name(status: int) -> str:
         return f"status {status}"
 
 
+# -- failover: the survivors' seqnos ---------------------------------------------------------
+@dataclass(frozen=True)
+class FailoverChoice:
+    """Who became the active of one vbucket the failed node was active for (None: lost)."""
+
+    bucket: str
+    vbucket: int
+    node_id: str | None
+    position: vbmap.Position | None  # (HPS, high seqno) it was chosen with; None if not asked
+
+
+async def gather_positions(
+    config: ClusterConfig, failed_node: str, timeout_s: float = VBUCKET_STATES_TIMEOUT_S
+) -> tuple[dict[str, dict[int, dict[str, vbmap.Position]]], list[str]]:
+    """bucket -> vbucket -> node -> (HPS, high seqno) of the replicas that may be promoted.
+
+    Asks (NodeControl.GetVBucketStates, with the cluster secret, all at once) every node
+    other than `failed_node` that holds a replica of a vbucket `failed_node` is active for;
+    only replica copies count. Also returns the nodes that did not answer (their copies stay
+    unknown and rank lowest, `vbmap.failover`).
+    """
+    wanted: dict[str, dict[str, set[int]]] = {}  # node -> bucket -> vbuckets
+    for name, entry in config.buckets.items():
+        for vb, chain in enumerate(entry.vbmap):
+            if chain is None or chain.active != failed_node:
+                continue
+            for replica in chain.replicas:
+                if replica is not None and replica != failed_node:
+                    wanted.setdefault(replica, {}).setdefault(name, set()).add(vb)
+    metadata = (("authorization", f"Bearer {config.secret}"),)
+
+    async def ask(node_id: str) -> tuple[str, dict[str, dict[int, vbmap.Position]] | None]:
+        answers: dict[str, dict[int, vbmap.Position]] = {}
+        async with grpc.aio.insecure_channel(config.nodes[node_id].address, options=_CHANNEL_OPTIONS) as channel:
+            stub = admin_pb2_grpc.NodeControlStub(channel)
+            for bucket, vbuckets in wanted[node_id].items():
+                request = admin_pb2.GetVBucketStatesRequest(bucket=bucket)
+                try:
+                    response = await stub.GetVBucketStates(request, timeout=timeout_s, metadata=metadata)
+                except grpc.aio.AioRpcError as exc:
+                    log.warning("failover: node %s did not answer GetVBucketStates: %s", node_id, exc.code().name)
+                    return node_id, None
+                if response.status != _SUCCESS:
+                    log.warning("failover: node %s has no copy of bucket %s: %s", node_id, bucket, response.message)
+                    continue
+                answers[bucket] = {
+                    vb.vbucket: (min(vb.high_prepared_seqno, vb.high_seqno), vb.high_seqno)
+                    for vb in response.vbuckets
+                    if vb.vbucket in vbuckets and vb.state == admin_pb2.VBUCKET_STATE_REPLICA
+                }
+        return node_id, answers
+
+    positions: dict[str, dict[int, dict[str, vbmap.Position]]] = {}
+    unreachable = []
+    for node_id, answers in await asyncio.gather(*(ask(node) for node in sorted(wanted))):
+        if answers is None:
+            unreachable.append(node_id)
+            continue
+        for bucket, by_vb in answers.items():
+            for vb, position in by_vb.items():
+                positions.setdefault(bucket, {}).setdefault(vb, {})[node_id] = position
+    return positions, unreachable
+
+
+def failover_choices(
+    before: ClusterConfig,
+    after: ClusterConfig,
+    failed_node: str,
+    positions: Mapping[str, Mapping[int, Mapping[str, vbmap.Position]]],
+) -> list[FailoverChoice]:
+    """The new active of every vbucket `failed_node` was the active of in `before`."""
+    choices = []
+    for name, entry in before.buckets.items():
+        new_map = after.buckets[name].vbmap
+        for vb, chain in enumerate(entry.vbmap):
+            if chain is None or chain.active != failed_node:
+                continue
+            new = new_map[vb]
+            node = new.active if new is not None else None
+            position = positions.get(name, {}).get(vb, {}).get(node) if node is not None else None
+            choices.append(FailoverChoice(name, vb, node, position))
+    return choices
+
+
 # -- the manager -----------------------------------------------------------------------------
 class Manager:
     """The running manager: its state, authenticator and pusher; changes go through `apply`."""
@@ -428,6 +519,33 @@ class Manager:
         log.info("revision %d: %s", config.revision, what)
         self.pusher.kick()
         return config
+
+    async def failover(self, node_id: str) -> tuple[ClusterConfig, list[FailoverChoice], list[str]]:
+        """Hard failover of `node_id`: ask the survivors for their seqnos, then mark it failed.
+
+        Under the change lock throughout, so the chains the seqnos were gathered for are the
+        chains `mark_failed` rewrites. Returns the new configuration, one choice per vbucket
+        the node was active for, and the surviving nodes holding copies that did not answer.
+        Typed errors (ClusterConfigError, OSError) leave everything as it was.
+        """
+        async with self._change_lock:
+            before = self.config
+            before.mark_failed(node_id)  # refuse an unknown, failed or last node before asking anyone
+            positions, unreachable = await gather_positions(before, node_id)
+            loop = asyncio.get_running_loop()
+            config = await loop.run_in_executor(None, self.state.update, lambda c: c.mark_failed(node_id, positions))
+        choices = failover_choices(before, config, node_id, positions)
+        lost = sum(1 for choice in choices if choice.node_id is None)
+        log.warning(
+            "revision %d: failed over node %s: %d vbuckets promoted, %d lost%s",
+            config.revision,
+            node_id,
+            len(choices) - lost,
+            lost,
+            f", not answering: {', '.join(unreachable)}" if unreachable else "",
+        )
+        self.pusher.kick()
+        return config, choices, unreachable
 
     def push_problems(self) -> list[str]:
         """One line per active node that does not run the current revision."""
@@ -623,6 +741,36 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             counters[f"node.{node_id}.config_revision"] = push.acked[1]
             counters[f"node.{node_id}.push_failures_consecutive"] = push.failures_consecutive
         return counters
+
+    # -- failover ----------------------------------------------------------------------------
+    async def Failover(self, request, context):
+        if not await self._admin(context):
+            return admin_pb2.FailoverResponse(status=Status.EACCESS, message="failover needs the admin role")
+        try:
+            config, choices, unreachable = await self._m.failover(request.node_id)
+        except KVError as exc:
+            return admin_pb2.FailoverResponse(status=exc.status, message=exc.message)
+        except EngineError as exc:
+            return admin_pb2.FailoverResponse(status=Status.EINVAL, message=str(exc))
+        except OSError as exc:
+            log.error("could not save the failover of %s: %s", request.node_id, exc)
+            return admin_pb2.FailoverResponse(status=Status.TMPFAIL, message=f"cannot save the configuration: {exc}")
+        response = admin_pb2.FailoverResponse(
+            status=Status.SUCCESS,
+            config_epoch=self._m.epoch,
+            config_revision=config.revision,
+            unreachable_nodes=unreachable,
+        )
+        for choice in choices:
+            hps, high = choice.position or (0, 0)
+            response.promotions.add(
+                bucket=choice.bucket,
+                vbucket=choice.vbucket,
+                node_id=choice.node_id or "",
+                high_prepared_seqno=hps,
+                high_seqno=high,
+            )
+        return response
 
     async def Health(self, request, context):
         config = self._m.config

@@ -306,6 +306,11 @@ def _stop(clock: SimClock, node, kind: str) -> None:
 
 # -- the command line ------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--multinode" in argv:  # three nodes with replication: tests/sim/multinode.py
+        from .multinode import main as multinode_main
+
+        return multinode_main([arg for arg in argv if arg != "--multinode"])
     parser = argparse.ArgumentParser(prog="python -m tests.sim.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--steps", type=int, default=STEPS_DEFAULT, help="client operations in the run")

@@ -110,6 +110,14 @@ class SimFile:
             elif lost and clock.chance(profile.garbage_tail_probability):
                 self.durable += clock.prng.randbytes(lost)
                 damage = "garbage"
+            if damage in ("zeros", "garbage"):
+                # Where the tail happens to read back as written (zeros written as zeros: a
+                # record ending in zero fields), those bytes are intact too.
+                written, tail = self.cached[kept:], self.durable[intact:]
+                same = 0
+                while same < lost and written[same] == tail[same]:
+                    same += 1
+                intact += same
         self.cached.clear()
         return FileLoss(self.name, durable_before, cached_before, kept, intact, damage)
 

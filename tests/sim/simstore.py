@@ -20,7 +20,9 @@ import struct
 from collections.abc import Iterator
 
 from durakv.engine.bucket import CheckpointBatch
-from durakv.engine.document import seqno_of
+from durakv.engine.document import decode_document, seqno_of, split_store_key
+from durakv.engine.store import BackfillSnapshot
+from durakv.engine.vbucket import decode_prepare_value, state_meta_key, stored_seqnos
 
 _META_RESERVED = frozenset({b"format_version", b"checkpoint_lsn"})  # engine/store.py's own keys
 _U16 = struct.Struct(">H")
@@ -56,6 +58,28 @@ class SimStore:
         prefix = _U16.pack(vbucket)
         found = [(seqno_of(v), k, v) for k, v in self.docs.items() if k.startswith(prefix)]
         yield from sorted(item for item in found if item[0] >= start_seqno)
+
+    def backfill_read(self, vbucket: int, from_seqno: int) -> BackfillSnapshot:
+        """engine/store.py `backfill_read`: the vbucket's checkpointed seqnos, its documents
+        (tombstones too) and pending prepares with seqno >= from_seqno, by seqno, at one instant."""
+        seqnos = stored_seqnos(self.meta.get(state_meta_key(vbucket)))
+        documents = []
+        for seqno, skey, raw in self.iter_by_seqno(vbucket, from_seqno):
+            _, cid, key = split_store_key(skey)
+            documents.append((seqno, cid, key, decode_document(raw)))
+        prepares = []
+        prefix = _U16.pack(vbucket)
+        for skey, value in sorted(self.prepares.items()):
+            if skey.startswith(prefix):
+                level, doc = decode_prepare_value(value)
+                if doc.seqno >= from_seqno:
+                    _, cid, key = split_store_key(skey)
+                    prepares.append((doc.seqno, cid, key, level, doc))
+        prepares.sort(key=lambda p: p[0])
+        return BackfillSnapshot(
+            seqnos.high_seqno, seqnos.high_completed_seqno, seqnos.high_prepared_seqno, seqnos.purge_seqno,
+            documents, prepares,
+        )  # fmt: skip
 
     # -- writes (the checkpointer) ------------------------------------------------------
     def apply(self, batch: CheckpointBatch) -> None:

@@ -1,0 +1,342 @@
+"""Hard failover of a node with real processes (`durakv cluster failover NODE`, Admin.Failover).
+
+Each test starts its own cluster with `durakv cluster up` on free ports and destroys it at
+the end whatever happens. Every wait polls with a deadline; nothing sleeps a fixed time.
+
+What the tests claim:
+- hard failover (3 nodes, 1 replica): after `durakv cluster kill node2` and `durakv cluster
+  failover node2`, the manager's map no longer names node2, every vbucket node2 was active
+  for is active on the node that held its replica, and an SDK instance that bootstrapped
+  before the failover reads every acknowledged PERSIST_TO_MAJORITY write again; a new
+  durable write to a vbucket whose chain lost node2 ends DurabilityImpossibleException
+  (one replica configured, its slot now empty) while a NONE write succeeds; chains without
+  node2 still take durable writes; failing node2 over again, or an unknown node, is refused;
+- promotion and divergence (3 nodes, 2 replicas; vbucket V with active A, replicas B and
+  C): B is killed, NONE writes to V reach A and C only, C is stopped, a PERSIST_TO_MAJORITY
+  write to V ends ambiguous (only A has its prepare), A is killed, B is started and A is
+  failed over while C is down. B is promoted (it is the only replica that can be asked);
+  every write acknowledged as PERSIST_TO_MAJORITY before B went down is read from B, while
+  the NONE writes and the ambiguous write are gone -- the loss failover allows. When C
+  starts again, its copy of V holds history B never had: its stream request to B is
+  answered with a rollback (reference §3.5), C rolls back, and then holds exactly B's
+  documents (same high seqno and item count; the diverged documents found on no copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+CLI = [sys.executable, "-m", "durakv.cli.main"]
+if subprocess.run([*CLI, "cluster", "--help"], capture_output=True, timeout=60).returncode != 0:
+    pytest.skip("`durakv cluster` is not available in this build", allow_module_level=True)
+
+import durakv.exceptions as exc  # noqa: E402
+from durakv.auth import PasswordAuthenticator  # noqa: E402
+from durakv.cluster import Cluster  # noqa: E402
+from durakv.durability import DurabilityLevel, ServerDurability  # noqa: E402
+from durakv.engine.errors import Status  # noqa: E402
+from durakv.options import ClusterOptions  # noqa: E402
+from durakv.proto import admin_pb2, admin_pb2_grpc  # noqa: E402
+from durakv.replication import launcher  # noqa: E402
+from durakv.replication.auth import basic_metadata  # noqa: E402
+
+NODES = 3
+VBUCKETS = 64  # `durakv cluster up`'s default for the `default` bucket
+COMMAND_TIMEOUT_S = 120
+ADMIN = PasswordAuthenticator("admin", "password")
+READY_TIMEOUT = timedelta(seconds=30)
+OP_TIMEOUT = timedelta(seconds=15)  # reads and writes that must succeed (the SDK retries meanwhile)
+AMBIGUOUS_TIMEOUT = timedelta(seconds=2)  # a durable write that cannot complete
+DEADLINE_S = 30.0
+POLL_INTERVAL_S = 0.05
+PERSIST = ServerDurability(DurabilityLevel.PERSIST_TO_MAJORITY)
+AMBIGUOUS = (exc.DurabilitySyncWriteAmbiguousException, exc.AmbiguousTimeoutException)
+
+
+# -- the cluster ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunningCluster:
+    dir: Path
+    connstr: str
+
+    @property
+    def cdir(self) -> launcher.ClusterDir:
+        return launcher.ClusterDir(self.dir)
+
+    def address(self, name: str) -> str:
+        return self.cdir.spec.address(name)
+
+    def chain(self, vb: int):
+        """The manager's (persisted) chain of `default` vbucket `vb`: engine Chain or None."""
+        return self.cdir.manager_config().buckets["default"].vbmap[vb]
+
+
+def durakv_cluster(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "cluster", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+
+
+def checked(*args: str) -> subprocess.CompletedProcess[str]:
+    result = durakv_cluster(*args)
+    assert result.returncode == 0, f"cluster {args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def free_base_port() -> int:
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000)
+        ports = (*range(base, base + NODES), base + launcher.MANAGER_PORT_OFFSET)
+        if all(launcher.port_is_free(f"127.0.0.1:{port}") for port in ports):
+            return base
+    raise AssertionError("no free port range found")
+
+
+@contextlib.contextmanager
+def cluster_up(tmp_path: Path, replicas: int) -> Iterator[RunningCluster]:
+    cluster_dir = tmp_path / "cluster"
+    try:
+        up = checked(
+            "up",
+            "--dir",
+            str(cluster_dir),
+            "--nodes",
+            str(NODES),
+            "--replicas",
+            str(replicas),
+            "--base-port",
+            str(free_base_port()),
+        )
+        yield RunningCluster(cluster_dir, re.search(r"durakv://\S+", up.stdout).group(0))
+    finally:
+        destroyed = durakv_cluster("destroy", "--dir", str(cluster_dir))
+        cdir = launcher.ClusterDir(cluster_dir)
+        if cdir.exists():  # destroy failed: at least no process outlives the test
+            launcher.kill(cdir, cdir.spec.names)
+        assert destroyed.returncode == 0, f"cluster destroy exited {destroyed.returncode}\n{destroyed.stderr}"
+
+
+@contextlib.contextmanager
+def sdk(running: RunningCluster, *, every_node_up: bool = True) -> Iterator[Cluster]:
+    """An SDK instance; waits until every node of the configuration serves, if they all should."""
+    cluster = Cluster(running.connstr, ClusterOptions(ADMIN))
+    try:
+        if every_node_up:
+            cluster.wait_until_ready(READY_TIMEOUT)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def vbucket_of(key: str, num_vbuckets: int = VBUCKETS) -> int:
+    """Couchbase's formula, written out here as the independent oracle."""
+    return ((zlib.crc32(key.encode()) >> 16) & 0x7FFF) % num_vbuckets
+
+
+def keys_for_every_vbucket(prefix: str) -> dict[int, str]:
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < VBUCKETS:
+        key = f"{prefix}-{i}"
+        found.setdefault(vbucket_of(key), key)
+        i += 1
+    return found
+
+
+def keys_in_vbucket(prefix: str, vb: int, count: int) -> list[str]:
+    keys, i = [], 0
+    while len(keys) < count:
+        key = f"{prefix}-{i}"
+        if vbucket_of(key) == vb:
+            keys.append(key)
+        i += 1
+    return keys
+
+
+def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {deadline_s:.0f} s waiting for: {what}"
+        time.sleep(POLL_INTERVAL_S)
+
+
+def vbucket_copy(running: RunningCluster, node: str, vb: int) -> admin_pb2.VBucketStats | None:
+    """`node`'s copy of `default` vbucket `vb` (NodeControl.GetVBucketStates), None if it holds none."""
+    metadata = (("authorization", f"Bearer {running.cdir.secret()}"),)
+    with grpc.insecure_channel(running.address(node)) as channel:
+        response = admin_pb2_grpc.NodeControlStub(channel).GetVBucketStates(
+            admin_pb2.GetVBucketStatesRequest(bucket="default"), timeout=5, metadata=metadata
+        )
+    assert response.status == Status.SUCCESS, response.message
+    return next((v for v in response.vbuckets if v.vbucket == vb), None)
+
+
+# -- (1) hard failover ----------------------------------------------------------------------------
+
+
+def test_hard_failover_promotes_replicas_and_keeps_every_acknowledged_write(tmp_path):
+    with cluster_up(tmp_path, replicas=1) as running, sdk(running) as cluster:
+        coll = cluster.bucket("default").default_collection()
+        keys = keys_for_every_vbucket("acked")
+        for key in keys.values():
+            coll.upsert(key, {"key": key}, durability=PERSIST, timeout=OP_TIMEOUT)
+        before = {vb: running.chain(vb) for vb in range(VBUCKETS)}
+        was_active = [vb for vb, chain in before.items() if chain.active == "node2"]
+        was_replica = [vb for vb, chain in before.items() if "node2" in chain.replicas]
+        untouched = [vb for vb in range(VBUCKETS) if vb not in was_active and vb not in was_replica]
+        assert was_active and was_replica and untouched, before
+
+        checked("kill", "--dir", str(running.dir), "node2")
+        out = checked("failover", "--dir", str(running.dir), "node2")
+        assert "node2 failed over" in out.stdout, out
+
+        # The manager's map: node2 is named nowhere; its vbuckets are active where their replica was.
+        config = running.cdir.manager_config()
+        assert config.nodes["node2"].state == "failed"
+        for vb, chain in before.items():
+            after = running.chain(vb)
+            assert "node2" not in after.defined_nodes(), (vb, after)
+            if vb in was_active:
+                assert after.active == chain.replicas[0] and after.replicas == (None,), (vb, chain, after)
+            elif vb in was_replica:
+                assert after.active == chain.active and after.replicas == (None,), (vb, chain, after)
+            else:
+                assert after == chain
+
+        # The SDK that bootstrapped before the failover finds every acknowledged write again.
+        for vb, key in keys.items():
+            assert coll.get(key, timeout=OP_TIMEOUT).content_as[dict] == {"key": key}, (vb, key)
+
+        # Chains that lost node2: durable writes are impossible, NONE writes work.
+        for vb in (*was_active[:3], *was_replica[:3]):
+            key = keys[vb]
+            with pytest.raises(exc.DurabilityImpossibleException):
+                coll.upsert(key, {"key": key, "phase": "after"}, durability=PERSIST, timeout=OP_TIMEOUT)
+            coll.upsert(key, {"key": key, "phase": "after"}, timeout=OP_TIMEOUT)
+            assert coll.get(key, timeout=OP_TIMEOUT).content_as[dict]["phase"] == "after"
+        # Chains without node2 still take them.
+        key = keys[untouched[0]]
+        coll.upsert(key, {"key": key, "phase": "durable"}, durability=PERSIST, timeout=OP_TIMEOUT)
+
+        # Refusals: node2 again, an unknown node (CLI and raw RPC, through a node's forwarding).
+        again = durakv_cluster("failover", "--dir", str(running.dir), "node2")
+        assert again.returncode == 1 and "already been failed over" in again.stderr, again
+        unknown = durakv_cluster("failover", "--dir", str(running.dir), "node9")
+        assert unknown.returncode != 0 and "node9" in unknown.stderr, unknown
+        with grpc.insecure_channel(running.address("node1")) as channel:
+            response = admin_pb2_grpc.AdminStub(channel).Failover(
+                admin_pb2.FailoverRequest(node_id="node9"), timeout=10, metadata=basic_metadata("admin", "password")
+            )
+        assert response.status == Status.KEY_ENOENT, response
+
+
+# -- (2) promotion of a replica that is behind, and rollback of one that diverged ------------------
+
+
+def test_failover_to_an_older_replica_loses_only_unacknowledged_writes_and_rolls_back_divergence(tmp_path):
+    with cluster_up(tmp_path, replicas=2) as running:
+        vb = 5
+        chain = running.chain(vb)
+        a, (b, c) = chain.active, chain.replicas
+        acked = keys_in_vbucket("acked", vb, 4)
+        diverged = keys_in_vbucket("diverged", vb, 6)
+        ambiguous = keys_in_vbucket("ambiguous", vb, 1)[0]
+        later = keys_in_vbucket("later", vb, 3)
+
+        with sdk(running) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            for key in acked:
+                coll.upsert(key, {"key": key}, durability=PERSIST, timeout=OP_TIMEOUT)
+
+            # B goes down; NONE writes reach A and, by replication, C only.
+            checked("kill", "--dir", str(running.dir), b)
+            for key in diverged:
+                coll.upsert(key, {"key": key, "branch": "a"}, timeout=OP_TIMEOUT)
+            high = vbucket_copy(running, a, vb).high_seqno
+
+            def c_has_everything() -> bool:
+                copy = vbucket_copy(running, c, vb)
+                return copy.high_seqno == high and copy.persisted_seqno == high
+
+            wait_until(c_has_everything, f"{c} holds and persisted vbucket {vb} up to seqno {high}")
+            checked("stop", "--dir", str(running.dir), c)
+
+            # Only A is left in the chain: a durable write cannot complete and ends ambiguous.
+            with pytest.raises(AMBIGUOUS):
+                coll.upsert(ambiguous, {"key": ambiguous}, durability=PERSIST, timeout=AMBIGUOUS_TIMEOUT)
+
+        checked("kill", "--dir", str(running.dir), a)
+        checked("start", "--dir", str(running.dir), b)
+        checked("failover", "--dir", str(running.dir), a)
+        after = running.chain(vb)
+        assert after.active == b and after.replicas == (c, None), after  # C could not be asked
+
+        with sdk(running, every_node_up=False) as cluster:  # C is down
+            coll = cluster.bucket("default").default_collection()
+            for key in acked:
+                assert coll.get(key, timeout=OP_TIMEOUT).content_as[dict] == {"key": key}
+            for key in (*diverged, ambiguous):
+                with pytest.raises(exc.DocumentNotFoundException):
+                    coll.get(key, timeout=OP_TIMEOUT)
+            for key in later:
+                coll.upsert(key, {"key": key, "branch": "b"}, timeout=OP_TIMEOUT)
+
+            # C comes back with history B never had: it must roll back, then follow B.
+            checked("start", "--dir", str(running.dir), c)
+
+            def c_follows_b() -> bool:
+                copy_b, copy_c = vbucket_copy(running, b, vb), vbucket_copy(running, c, vb)
+                return (
+                    copy_c is not None
+                    and copy_c.state == admin_pb2.VBUCKET_STATE_REPLICA
+                    and (copy_c.high_seqno, copy_c.item_count) == (copy_b.high_seqno, copy_b.item_count)
+                )
+
+            wait_until(c_follows_b, f"{c}'s replica of vbucket {vb} matches {b}'s active copy")
+            log = running.cdir.log_path(c).read_text(errors="replace")
+            assert re.search(rf"vb {vb} rolled back to \d+", log), f"no rollback of vb {vb} in {c}'s log"
+            copy_b, copy_c = vbucket_copy(running, b, vb), vbucket_copy(running, c, vb)
+            assert copy_c.uuid == copy_b.uuid, (copy_b, copy_c)  # C adopted B's failover log
+
+            # C serves B's new documents (once the SDK reaches C again: it was down a while ago) ...
+            def c_serves(key: str) -> bool:
+                copies = coll.get_all_replicas(key, timeout=OP_TIMEOUT)
+                assert all(r.content_as[dict] == {"key": key, "branch": "b"} for r in copies), key
+                return any(r.is_replica for r in copies)
+
+            for key in later:
+                wait_until(lambda k=key: c_serves(k), f"a replica read of {key} answered by {c}")
+            # ... and no copy has the diverged documents any more.
+            for key in (*diverged, ambiguous):
+                with pytest.raises(exc.DocumentNotFoundException):
+                    coll.get_all_replicas(key, timeout=OP_TIMEOUT)
+
+
+def test_failover_json_status_shows_the_node_gone(tmp_path):
+    """`durakv cluster status --json` after a failover still lists the process; the map does not."""
+    with cluster_up(tmp_path, replicas=1) as running:
+        checked("kill", "--dir", str(running.dir), "node3")
+        checked("failover", "--dir", str(running.dir), "node3")
+        status = json.loads(checked("status", "--dir", str(running.dir), "--json").stdout)
+        procs = {p["name"]: p for p in status["processes"]}
+        assert procs["node3"]["alive"] is False
+        assert procs["node1"]["active_vbuckets"] + procs["node2"]["active_vbuckets"] == VBUCKETS
+        assert procs["node1"]["replica_vbuckets"] + procs["node2"]["replica_vbuckets"] < VBUCKETS
