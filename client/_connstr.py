@@ -17,7 +17,8 @@ Rules (Couchbase's connection string, narrowed to what durakv serves):
   or a number with a unit among ns, us, ms, s, m, h (`kv_timeout=2.5s`), as Couchbase
   accepts them. `enable_mutation_tokens` is a boolean (true/false/1/0/yes/no/on/off), and
   so is durakv's own `kv_pipeline` (the asyncio SDK sends single operations on each
-  node's KV.Pipeline stream unless it is false; then one unary call each).
+  node's KV.PipelineBatched stream, or KV.Pipeline for an older node, unless it is false;
+  then one unary call each).
   Unknown option names are kept in `unknown` and ignored, as Couchbase ignores them (with
   a warning from the caller); a known name with a malformed value is refused.
 

@@ -464,3 +464,15 @@ class BatchResponse(_message.Message):
     OPS_FIELD_NUMBER: _ClassVar[int]
     ops: _containers.RepeatedCompositeFieldContainer[OpResponse]
     def __init__(self, ops: _Optional[_Iterable[_Union[OpResponse, _Mapping]]] = ...) -> None: ...
+
+class OpRequestBatch(_message.Message):
+    __slots__ = ("ops",)
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    ops: _containers.RepeatedCompositeFieldContainer[OpRequest]
+    def __init__(self, ops: _Optional[_Iterable[_Union[OpRequest, _Mapping]]] = ...) -> None: ...
+
+class OpResponseBatch(_message.Message):
+    __slots__ = ("ops",)
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    ops: _containers.RepeatedCompositeFieldContainer[OpResponse]
+    def __init__(self, ops: _Optional[_Iterable[_Union[OpResponse, _Mapping]]] = ...) -> None: ...

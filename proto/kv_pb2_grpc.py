@@ -126,6 +126,11 @@ class KVStub:
                 request_serializer=durakv_dot_proto_dot_kv__pb2.OpRequest.SerializeToString,
                 response_deserializer=durakv_dot_proto_dot_kv__pb2.OpResponse.FromString,
                 _registered_method=True)
+        self.PipelineBatched = channel.stream_stream(
+                '/durakv.kv.v1.KV/PipelineBatched',
+                request_serializer=durakv_dot_proto_dot_kv__pb2.OpRequestBatch.SerializeToString,
+                response_deserializer=durakv_dot_proto_dot_kv__pb2.OpResponseBatch.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -274,6 +279,28 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PipelineBatched(self, request_iterator, context):
+        """Pipeline with several operations per stream message each way: the same contract, item
+        by item (arrival order, one `opaque` per answer, header.timeout_ms, back-pressure,
+        half-close, ambiguity when the stream breaks). Why: in gRPC Python every stream message
+        costs one awaited write and one read-loop turn on each side, about what a whole unary
+        call costs the caller, so one message per operation caps a pipelined client near the
+        unary rate. A client puts into one OpRequestBatch everything it has queued when its
+        writer gets a turn. The node runs the items of a message in order: each one that cannot
+        wait (everything but durable writes) is answered at once, and those answers leave
+        together in one OpResponseBatch; the durable writes run concurrently and are answered
+        as they complete, answers that are ready at the same time sharing a message. Items
+        beyond 10,000 in one message end the call with RESOURCE_EXHAUSTED; a message that does
+        not decode is answered with one OpResponse of opaque 0 and status EINVAL (its own
+        operations cannot be named, so they are not answered), and the stream goes on.
+        A new RPC rather than a `repeated` field added to OpRequest: a node that predates it
+        ends the call UNIMPLEMENTED, and the client then uses Pipeline, where an added field
+        would be ignored silently by an older node and the operations in it never answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -366,6 +393,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Pipeline,
                     request_deserializer=durakv_dot_proto_dot_kv__pb2.OpRequest.FromString,
                     response_serializer=durakv_dot_proto_dot_kv__pb2.OpResponse.SerializeToString,
+            ),
+            'PipelineBatched': grpc.stream_stream_rpc_method_handler(
+                    servicer.PipelineBatched,
+                    request_deserializer=durakv_dot_proto_dot_kv__pb2.OpRequestBatch.FromString,
+                    response_serializer=durakv_dot_proto_dot_kv__pb2.OpResponseBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -856,6 +888,33 @@ class KV:
             '/durakv.kv.v1.KV/Pipeline',
             durakv_dot_proto_dot_kv__pb2.OpRequest.SerializeToString,
             durakv_dot_proto_dot_kv__pb2.OpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PipelineBatched(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/durakv.kv.v1.KV/PipelineBatched',
+            durakv_dot_proto_dot_kv__pb2.OpRequestBatch.SerializeToString,
+            durakv_dot_proto_dot_kv__pb2.OpResponseBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,8 +4,9 @@ Owns: the mapping between kv.proto messages and engine calls (the same calls, wi
 arguments, as the SDK's embedded backend makes: client/_backends.py), what the engine does
 not check itself (the header's vbucket is the key's, bucket/scope/collection names, the
 caller's role on the bucket), the NOT_MY_VBUCKET answer with the node's newer
-configuration, and Batch and Pipeline scheduling. The request's `timeout_ms` bounds how
-long the node waits for a durable write on the caller's behalf (then SYNC_WRITE_AMBIGUOUS).
+configuration, and Batch, Pipeline and PipelineBatched scheduling. The request's
+`timeout_ms` bounds how long the node waits for a durable write on the caller's behalf
+(then SYNC_WRITE_AMBIGUOUS).
 
 Must never: decide KV semantics (the engine does), block the event loop beyond one short
 engine call under the bucket lock, or end a call with a gRPC error for a KV refusal: every
@@ -13,7 +14,9 @@ outcome is a `Status` in the response; gRPC codes are for authentication and tra
 
 Ordering: Batch items and Pipeline items start in arrival order (each engine call runs to
 completion before the next item's starts, on the one loop thread); durable writes then wait
-concurrently and are answered as they complete.
+concurrently and are answered as they complete. PipelineBatched is the same per item; its
+answers leave in as few messages as possible: one for everything a request message could
+answer at once, and one for whatever else became ready while the previous one was written.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +48,10 @@ log = logging.getLogger("durakv.node.kv")
 
 BATCH_OPS_MAX = 10_000  # operations in one Batch; clients split larger ones
 PIPELINE_IN_FLIGHT_MAX = 256  # per stream; the node stops reading while this many are running
+# One OpResponseBatch holds at most this many answers, and more than one only while it stays
+# under this size (a value can be 20 MiB; a message must stay under the 32 MiB limit).
+ANSWERS_PER_MESSAGE_MAX = 1024
+ANSWER_BYTES_PER_MESSAGE_MAX = 1024 * 1024
 
 MALFORMED = object()  # what a request that does not decode arrives as (node_server.add_service)
 _NAME_RE = re.compile(rf"[A-Za-z0-9_%\-]{{1,{NAME_LEN_MAX}}}")
@@ -416,6 +424,87 @@ class KVService(kv_pb2_grpc.KVServicer):
             reader.cancel()
             for task in list(running):
                 task.cancel()
+
+    async def PipelineBatched(self, request_iterator, context):
+        principal = await self.principal(context)
+        # Headers now, not with the first answer: the client holds its second message until it
+        # sees them (client/aio/_pipeline.py, `_served`), and the first answer may be a durable write's.
+        await context.send_initial_metadata(())
+        ready: deque[kv_pb2.OpResponse] = deque()  # answers not yet written, oldest first
+        wake = asyncio.Event()  # set when `ready` gains an answer or reading ends
+        slots = asyncio.Semaphore(PIPELINE_IN_FLIGHT_MAX)
+        running: set[asyncio.Task] = set()
+        reading = True
+
+        def post(answer: kv_pb2.OpResponse) -> None:
+            ready.append(answer)
+            wake.set()
+
+        async def run(item: kv_pb2.OpRequest) -> None:
+            try:
+                post(await self.item(item, principal))
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            nonlocal reading
+            try:
+                async for batch in request_iterator:
+                    if batch is MALFORMED:
+                        post(kv_pb2.OpResponse(status=Status.EINVAL, message="the batch does not decode"))
+                        continue
+                    if len(batch.ops) > BATCH_OPS_MAX:
+                        raise _TooManyOps(f"a PipelineBatched message holds at most {BATCH_OPS_MAX} operations")
+                    for item in batch.ops:
+                        if not self.may_wait(item):
+                            # Answered without suspending, so every such item of this message is
+                            # posted before the writer's next turn: they leave in one message.
+                            post(await self.item(item, principal))
+                            continue
+                        await slots.acquire()  # back-pressure (the answers so far are written meanwhile)
+                        task = asyncio.ensure_future(run(item))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                while running:  # the client half-closed: answer what is in flight, then end
+                    await asyncio.wait(set(running))
+            finally:
+                reading = False
+                wake.set()
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                if not ready:
+                    if not reading:
+                        break
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                yield kv_pb2.OpResponseBatch(ops=_take(ready))
+            try:
+                await reader  # re-raise a read failure (the stream broke)
+            except _TooManyOps as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+
+class _TooManyOps(Exception):
+    """A PipelineBatched message beyond BATCH_OPS_MAX: the call ends RESOURCE_EXHAUSTED."""
+
+
+def _take(ready: deque[kv_pb2.OpResponse]) -> list[kv_pb2.OpResponse]:
+    """The oldest answers that fit one message (at least one, whatever its size)."""
+    taken = [ready.popleft()]
+    size = taken[0].ByteSize()
+    while ready and len(taken) < ANSWERS_PER_MESSAGE_MAX:
+        size += ready[0].ByteSize()
+        if size > ANSWER_BYTES_PER_MESSAGE_MAX:
+            break
+        taken.append(ready.popleft())
+    return taken
 
 
 def _unary(field: str):

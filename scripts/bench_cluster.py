@@ -17,9 +17,10 @@ throughput divided by the echo's at the same concurrency and client kind:
   node shared by every thread, one unary call per operation) from N threads, against the
   sync echo client (one channel shared by N threads). Target >= 0.6.
 - aio_{get,upsert}_cN_ratio: the asyncio SDK (`durakv.aio`, operations on each node's
-  KV.Pipeline stream) with N concurrent coroutines, against the grpc.aio echo client with
-  N concurrent coroutines. Pipelined: target well above 1 at 16 and 64 (>= 0.6 at 1: a
-  single operation in flight is one round trip either way).
+  KV.PipelineBatched stream, those submitted together in one message) with N concurrent
+  coroutines, against the grpc.aio echo client with N concurrent coroutines. Pipelined:
+  target well above 1 at 16 and 64 (>= 0.6 at 1: a single operation in flight is one round
+  trip either way).
 - aio_unary_{get,upsert}_cN_ratio: the asyncio SDK with `kv_pipeline=false` (one grpc.aio
   unary call per operation), against the same echo. Target >= 0.6.
 - multi_{get,upsert}_tN_ratio: `get_multi` / `upsert_multi` of 64 keys per call (one
@@ -32,7 +33,23 @@ Each measurement runs `--seconds` in all, taken in `--rounds` slices in turn wit
 echo and the other paths of the same concurrency, so all of them see the same background
 load; each path first runs `--warmup` seconds unmeasured.
 
-Usage: python scripts/bench_cluster.py [--seconds 3] [--rounds 3] [--payload-bytes 100] [--keep]
+`--suite durability` (or `all`: both, one cluster each) measures instead the server
+durability levels: its own cluster with `--replicas 2` (3 nodes, every vbucket has an active
+and two replicas), then for each level NONE, MAJORITY, MAJORITY_AND_PERSIST_TO_ACTIVE and
+PERSIST_TO_MAJORITY, with 1, 16 and 64 concurrent coroutines of the asyncio SDK, upserts of
+the same documents over keys spread across every vbucket. The four levels of one concurrency
+take turns in `--rounds` slices, as above. Fields, in `durability` (and `measurements` keeps
+each path's full summary, including CPU):
+
+- {level}_cN_ops_s, {level}_cN_p50_ms, {level}_cN_p99_ms (level in lower case).
+- {level}_cN_vs_none_ratio: the level's ops/s divided by NONE's at the same concurrency,
+  in the same run (what the durability costs; NONE itself is 1).
+- persist_to_majority_c64_vs_etcd_ratio: PERSIST_TO_MAJORITY ops/s at 64 divided by
+  ETCD_PUT_OPS_S (5,500 puts/s: a 3-member etcd cluster on the same machine with etcd's Go
+  client, the figure given in the issue -- a constant, not measured by this script).
+
+Usage: python scripts/bench_cluster.py [--suite unary|durability|all] [--seconds 3] [--rounds 3]
+       [--payload-bytes 100] [--keep]
 """
 
 from __future__ import annotations
@@ -53,6 +70,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -61,6 +79,10 @@ import grpc
 CLI = [sys.executable, "-m", "durakv.cli.main", "cluster"]
 NODES = 3
 REPLICAS = 1
+DURABILITY_REPLICAS = 2  # --suite durability: every vbucket on all three nodes
+DURABILITY_LEVELS = ("NONE", "MAJORITY", "MAJORITY_AND_PERSIST_TO_ACTIVE", "PERSIST_TO_MAJORITY")
+DURABLE_OP_TIMEOUT_S = 10.0
+ETCD_PUT_OPS_S = 5500  # 3-member etcd, Go client, same machine: the issue's figure, not measured here
 VBUCKETS = 64  # `durakv cluster up`'s default
 CONCURRENCY = (1, 16, 64)
 MULTI_THREADS = (1, 16)
@@ -142,6 +164,42 @@ def free_base_port() -> int:
         if all(port_is_free(f"127.0.0.1:{p}") for p in (*range(base, base + NODES), base + MANAGER_PORT_OFFSET)):
             return base
     raise RuntimeError("no free port range found")
+
+
+class RunningCluster(NamedTuple):
+    dir: Path
+    connstr: str
+    nodes: tuple[int, ...]  # the node pids (not the manager's)
+
+
+def start_cluster(replicas: int) -> RunningCluster:
+    """`durakv cluster up` with NODES nodes and `replicas` replicas on free ports in a temp dir."""
+    cluster_dir = Path(tempfile.mkdtemp(prefix="durakv-bench-cluster-")) / "cluster"
+    try:
+        base = free_base_port()
+        up = durakv_cluster(
+            "up", "--dir", str(cluster_dir), "--nodes", str(NODES), "--replicas", str(replicas),
+            "--base-port", str(base),
+        )  # fmt: skip
+        printed = re.search(r"durakv://\S+", up.stdout)
+        connstr = printed.group(0) if printed else "durakv://" + ",".join(f"127.0.0.1:{base + i}" for i in range(NODES))
+        status = json.loads(durakv_cluster("status", "--dir", str(cluster_dir), "--json").stdout)
+        nodes = tuple(p["pid"] for p in status["processes"] if p["name"] != "manager")
+    except BaseException:
+        stop_cluster(cluster_dir, keep=False)
+        raise
+    return RunningCluster(cluster_dir, connstr, nodes)
+
+
+def stop_cluster(cluster_dir: Path, keep: bool) -> None:
+    if keep:
+        print(f"cluster kept running in {cluster_dir} (`durakv cluster destroy --dir {cluster_dir}`)", file=sys.stderr)
+        return
+    subprocess.run([*CLI, "destroy", "--dir", str(cluster_dir)], capture_output=True, timeout=COMMAND_TIMEOUT_S)
+    try:
+        cluster_dir.parent.rmdir()
+    except OSError:
+        pass
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -417,6 +475,82 @@ async def aio_group(connstr: str, echo: Server, nodes: tuple[int, ...], c: int, 
         await channel.close()
 
 
+def aio_durable_upsert(coll, keys: list[str], doc: dict, workers: int, level: str):
+    """Upserts at a server durability level (NONE included, sent the same way)."""
+    from durakv.durability import DurabilityLevel, ServerDurability
+    from durakv.options import UpsertOptions
+
+    opts = UpsertOptions(
+        durability=ServerDurability(DurabilityLevel[level]), timeout=timedelta(seconds=DURABLE_OP_TIMEOUT_S)
+    )
+
+    def make(t: int):
+        base, n = offset(t, workers, len(keys)), len(keys)
+        return lambda i: coll.upsert(keys[(base + i) % n], doc, opts)
+
+    return make
+
+
+async def durability_suite(connstr: str, nodes: tuple[int, ...], keys, doc, options, timing) -> dict[str, dict]:
+    """Every durability level at every concurrency, on one pipelined asyncio cluster object."""
+    from durakv.aio.cluster import Cluster as AsyncCluster
+
+    cluster = await AsyncCluster.connect(connstr, options)
+    try:
+        coll = cluster.bucket("default").default_collection()
+        for i in range(0, len(keys), 512):
+            loaded = await coll.upsert_multi({k: doc for k in keys[i : i + 512]})
+            if not loaded.all_ok:
+                raise RuntimeError(f"pre-loading failed: {next(iter(loaded.exceptions.values()))}")
+        m: dict[str, dict] = {}
+        for c in CONCURRENCY:
+            paths = {
+                f"{level.lower()}_c{c}": Workload(aio_durable_upsert(coll, keys, doc, c, level), 1, nodes)
+                for level in DURABILITY_LEVELS
+            }
+            m.update(await interleaved_aio(c, paths, *timing))
+        return m
+    finally:
+        await cluster.close()
+
+
+def durability_fields(m: dict[str, dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in CONCURRENCY:
+        none = m[f"none_c{c}"]["ops_s"]
+        for level in DURABILITY_LEVELS:
+            name = f"{level.lower()}_c{c}"
+            out[f"{name}_ops_s"] = m[name]["ops_s"]
+            out[f"{name}_p50_ms"] = m[name]["p50_ms"]
+            out[f"{name}_p99_ms"] = m[name]["p99_ms"]
+            out[f"{name}_vs_none_ratio"] = round(m[name]["ops_s"] / none, 3) if none else None
+    out["etcd_put_ops_s_reference"] = ETCD_PUT_OPS_S
+    out["persist_to_majority_c64_vs_etcd_ratio"] = round(m["persist_to_majority_c64"]["ops_s"] / ETCD_PUT_OPS_S, 3)
+    return out
+
+
+def run_durability(args, options, keys, doc, timing) -> dict[str, Any]:
+    """--suite durability: a cluster with DURABILITY_REPLICAS replicas, every level at every concurrency."""
+    started = time.monotonic()
+    running = start_cluster(DURABILITY_REPLICAS)
+    try:
+        if args.keep:
+            print(f"durability cluster: {running.connstr} pids {running.nodes}", file=sys.stderr)
+        load_before = round(os.getloadavg()[0], 2)
+        m = asyncio.run(durability_suite(running.connstr, running.nodes, keys, doc, options, timing))
+    finally:
+        stop_cluster(running.dir, args.keep)
+    return {
+        "nodes": NODES,
+        "replicas": DURABILITY_REPLICAS,
+        "load_average_before": load_before,
+        "load_average_after": round(os.getloadavg()[0], 2),
+        **durability_fields(m),
+        "measurements": m,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement")
@@ -425,6 +559,12 @@ def main() -> int:
         "--rounds", type=int, default=3, help="slices each measurement is taken in, in turn with the others"
     )
     parser.add_argument("--payload-bytes", type=int, default=100, help="size of the JSON document (and echo payload)")
+    parser.add_argument(
+        "--suite",
+        choices=("unary", "durability", "all"),
+        default="unary",
+        help="unary: the SDK against the echo (the default); durability: every durability level at 2 replicas",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the cluster running (prints its dir on stderr)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -433,27 +573,43 @@ def main() -> int:
         return 0
 
     from durakv.auth import PasswordAuthenticator
-    from durakv.cluster import Cluster
     from durakv.options import ClusterOptions
 
     options = ClusterOptions(PasswordAuthenticator("admin", "password"))
     doc, payload = make_doc(args.payload_bytes)
     keys = bench_keys(KEYS)
-    seconds = args.seconds
     timing = (args.seconds, args.warmup, args.rounds)
-    cluster_dir = Path(tempfile.mkdtemp(prefix="durakv-bench-cluster-")) / "cluster"
+    started = time.monotonic()
+    if args.suite in ("unary", "all"):
+        results = run_unary(args, options, keys, doc, payload, timing)
+    else:
+        results = {
+            "python": sys.version.split()[0],
+            "grpcio": grpc.__version__,
+            "cpus": os.cpu_count(),
+            "vbuckets": VBUCKETS,
+            "payload_bytes": len(payload),
+            "keys": len(keys),
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+        }
+    if args.suite in ("durability", "all"):
+        results["durability"] = run_durability(args, options, keys, doc, timing)
+        results["elapsed_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def run_unary(args, options, keys: list[str], doc: dict, payload: bytes, timing) -> dict[str, Any]:
+    """--suite unary: the SDK paths against the echo, on a cluster with REPLICAS replicas."""
+    from durakv.cluster import Cluster
+
+    seconds = args.seconds
     echo_proc: subprocess.Popen | None = None
     started = time.monotonic()
+    running = start_cluster(REPLICAS)
+    connstr, nodes = running.connstr, running.nodes
     try:
-        base = free_base_port()
-        up = durakv_cluster(
-            "up", "--dir", str(cluster_dir), "--nodes", str(NODES), "--replicas", str(REPLICAS),
-            "--base-port", str(base),
-        )  # fmt: skip
-        printed = re.search(r"durakv://\S+", up.stdout)
-        connstr = printed.group(0) if printed else "durakv://" + ",".join(f"127.0.0.1:{base + i}" for i in range(NODES))
-        status = json.loads(durakv_cluster("status", "--dir", str(cluster_dir), "--json").stdout)
-        nodes = tuple(p["pid"] for p in status["processes"] if p["name"] != "manager")
         echo_proc, echo = start_echo_server()
 
         results: dict[str, Any] = {
@@ -506,7 +662,7 @@ def main() -> int:
         results["load_average_after"] = round(os.getloadavg()[0], 2)
         results["measurements"] = m
         results["elapsed_s"] = round(time.monotonic() - started, 1)
-        print(json.dumps(results, indent=2))
+        return results
     finally:
         if echo_proc is not None:
             echo_proc.terminate()
@@ -514,17 +670,7 @@ def main() -> int:
                 echo_proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 echo_proc.kill()
-        if args.keep:
-            print(
-                f"cluster kept running in {cluster_dir} (`durakv cluster destroy --dir {cluster_dir}`)", file=sys.stderr
-            )
-        else:
-            subprocess.run([*CLI, "destroy", "--dir", str(cluster_dir)], capture_output=True, timeout=COMMAND_TIMEOUT_S)
-            try:
-                cluster_dir.parent.rmdir()
-            except OSError:
-                pass
-    return 0
+        stop_cluster(running.dir, args.keep)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ operation that talks to the cluster a coroutine: `durakv.aio.cluster.Cluster`
 managers in `durakv.aio.management`. Options, durability, transcoders, results and
 exceptions are the synchronous SDK's own classes (`durakv.options`, `durakv.result`, ...).
 
-Operations run concurrently: each is its own gRPC call on the node's channel, so
-`asyncio.gather` of many operations keeps them all in flight at once.
+Operations run concurrently: they share one pipelined gRPC stream per node (the operations
+submitted together travel in one message), so `asyncio.gather` of many operations keeps
+them all in flight at once.
 """
 
 from .cluster import AsyncCluster, Cluster

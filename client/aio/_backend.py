@@ -4,8 +4,11 @@ Same rules as the thread-based backend (durakv._remote, whose module docstring s
 each attempt ends): the same wire codec, routing, failure mapping, replica fan-out,
 per-node batches and Admin actions, all imported from there. What differs is the
 concurrency: every call is a grpc.aio unary call awaited on the caller's event loop, so
-any number of operations are in flight at once on one HTTP/2 connection per node (each
-call its own stream), and the configuration poll is a task on the same loop.
+any number of operations are in flight at once on one HTTP/2 connection per node, and the
+configuration poll is a task on the same loop. By default (`kv_pipeline`, on unless the
+connection string says `kv_pipeline=false`) operations travel on each node's
+KV.PipelineBatched stream, many per message (._pipeline); a node older than that RPC gets
+KV.Pipeline, one message per operation, and one older still a unary call per operation.
 
 Bound to one event loop: the one that ran `connect()`. Nothing here blocks the loop.
 """
@@ -65,13 +68,32 @@ class _Node:
         self.kv = kv_pb2_grpc.KVStub(self.channel)
         self.admin = admin_pb2_grpc.AdminStub(self.channel)
         self.use_pipeline = pipeline  # False once the node says it has no Pipeline
+        self.batched = True  # False once the node says it has no PipelineBatched
         self.pipeline: PipelineStream | None = None
 
     def stream(self, metadata: tuple[tuple[str, str], ...]) -> PipelineStream:
-        """The node's live Pipeline stream (a new one if there is none or it broke)."""
+        """The node's live pipelined stream (a new one if there is none or it broke)."""
         if self.pipeline is None or self.pipeline.broken is not None:
-            self.pipeline = PipelineStream(self.kv, self.address, metadata)
+            self.pipeline = PipelineStream(self.kv, self.address, metadata, batched=self.batched)
         return self.pipeline
+
+    async def submit(self, metadata: tuple[tuple[str, str], ...], field: str, message: Any, timeout_s: float) -> Any:
+        """One operation on the node's PipelineBatched stream, else its Pipeline stream (an older node).
+
+        Raises PipelineUnsupported once the node serves neither: the caller uses unary calls.
+        An UNIMPLEMENTED call ran nothing, so the operation is simply sent again the next way.
+        """
+        while True:
+            stream = self.stream(metadata)
+            try:
+                return await stream.submit(field, message, timeout_s)
+            except PipelineUnsupported:
+                if not stream.batched:
+                    self.use_pipeline = False
+                    raise
+                if self.batched:
+                    log.info("%s has no KV.PipelineBatched: using KV.Pipeline", self.address)
+                    self.batched = False
 
 
 class AsyncRemoteBackend:
@@ -170,9 +192,9 @@ class AsyncRemoteBackend:
         rpc, _, field = WIRE[op]
         if node.use_pipeline:
             try:
-                return await node.stream(self._metadata).submit(field, message, timeout_s)
+                return await node.submit(self._metadata, field, message, timeout_s)
             except PipelineUnsupported:
-                node.use_pipeline = False
+                pass
         try:
             return await getattr(node.kv, rpc)(message, timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as error:

@@ -265,6 +265,15 @@ def test_failover_to_an_older_replica_loses_only_unacknowledged_writes_and_rolls
             coll = cluster.bucket("default").default_collection()
             for key in acked:
                 coll.upsert(key, {"key": key}, durability=PERSIST, timeout=OP_TIMEOUT)
+            # A majority (A and one replica) persisted them; B is the copy promoted below while
+            # C is unreachable, so B must hold them too -- a hard failover to a replica that
+            # never had an acknowledged write would lose it, as in Couchbase.
+            acked_high = vbucket_copy(running, a, vb).high_seqno
+
+            def b_has_the_acked_writes() -> bool:
+                return vbucket_copy(running, b, vb).persisted_seqno >= acked_high
+
+            wait_until(b_has_the_acked_writes, f"{b} persisted vbucket {vb} up to seqno {acked_high}")
 
             # B goes down; NONE writes reach A and, by replication, C only.
             checked("kill", "--dir", str(running.dir), b)

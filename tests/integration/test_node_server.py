@@ -4,9 +4,10 @@ The node is started the way users start it (`python -m durakv.cli.main node ...`
 loopback port with a temporary data directory and secret file, and no manager running (the
 node keeps retrying its pull in the background; nothing here depends on it). The tests push
 configurations made the way the manager makes them (`cluster_config` + `config_proto`) with
-raw grpc stubs, then drive the KV service with raw stubs too: every operation, Batch and
-Pipeline, NOT_MY_VBUCKET with the node's newer configuration, authentication and roles,
-malformed and oversized requests, and SIGTERM followed by a restart.
+raw grpc stubs, then drive the KV service with raw stubs too: every operation, Batch,
+Pipeline and PipelineBatched, NOT_MY_VBUCKET with the node's newer configuration,
+authentication and roles, malformed and oversized requests, and SIGTERM followed by a
+restart.
 
 The cluster has two nodes: node1 (the process) and node2 (an address nobody listens on),
 so about half of each bucket's vbuckets are active elsewhere.
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -271,6 +273,68 @@ def test_node_pipeline_answers_every_item_by_opaque_durable_writes_concurrent(cl
     assert by_opaque[1].get.status == Status.EINVAL
     got = node.kv.Get(kv_pb2.GetRequest(header=header(keys[-1])), metadata=ADMIN)
     assert got.value == b"%d" % (len(keys) - 1)
+
+
+def test_node_pipeline_batched_answers_a_message_at_once_durable_writes_later(cluster):
+    node, config, _ = cluster
+    keys = keys_on(config, "node1", count=12, bucket="other")
+    durable_opaques = {2000 + i for i in range(0, len(keys), 3)}
+    first = [kv_pb2.OpRequest(opaque=1, get=kv_pb2.GetRequest(header=header(b"", bucket="other"))),
+             kv_pb2.OpRequest(opaque=2)]  # fmt: skip
+    for i, key in enumerate(keys):
+        level = PERSIST_TO_MAJORITY if 2000 + i in durable_opaques else cluster_pb2.DURABILITY_LEVEL_NONE
+        upsert = kv_pb2.UpsertRequest(header=header(key, bucket="other"), value=b"%d" % i, durability_level=level)
+        first.append(kv_pb2.OpRequest(opaque=2000 + i, upsert=upsert))
+    second = [kv_pb2.OpRequest(opaque=3000 + i, get=kv_pb2.GetRequest(header=header(key, bucket="other")))
+              for i, key in enumerate(keys)]  # fmt: skip
+    immediate = {r.opaque for r in first} - durable_opaques
+    first_answered = threading.Event()
+
+    def requests():
+        yield kv_pb2.OpRequestBatch(ops=first)
+        assert first_answered.wait(10)  # the second message goes once the first one's writes are answered
+        yield kv_pb2.OpRequestBatch(ops=second)
+
+    messages = []
+    for message in node.kv.PipelineBatched(requests(), metadata=ADMIN, timeout=30):
+        messages.append([a.opaque for a in message.ops])
+        answered = {opaque for m in messages for opaque in m}
+        if answered >= {r.opaque for r in first}:
+            first_answered.set()
+        for answer in message.ops:
+            if 2000 <= answer.opaque < 3000:
+                assert answer.upsert.status == Status.SUCCESS, answer
+            elif answer.opaque >= 3000:
+                assert (answer.get.status, answer.get.value) == (Status.SUCCESS, b"%d" % (answer.opaque - 3000))
+    answers = [opaque for m in messages for opaque in m]
+    assert sorted(answers) == sorted(r.opaque for r in first + second)  # each exactly once
+    # Every item of the first message that cannot wait is answered in the first answer message,
+    # in request order; the durable writes (waiting for an fsync) come in later messages.
+    assert messages[0] == [r.opaque for r in first if r.opaque in immediate]
+    assert durable_opaques <= {opaque for m in messages[1:] for opaque in m}
+    # The second message's gets (none can wait) are answered together too.
+    assert [r.opaque for r in second] in messages
+
+    # Item by item as Pipeline: statuses of their own, the node's refusals included.
+    by_opaque = {a.opaque: a for a in node.kv.PipelineBatched(iter([kv_pb2.OpRequestBatch(ops=first[:2])]),
+                                                                metadata=ADMIN, timeout=30) for a in a.ops}  # fmt: skip
+    assert by_opaque[1].get.status == Status.EINVAL
+    assert (by_opaque[2].WhichOneof("op"), by_opaque[2].status) == (None, Status.NOT_SUPPORTED)
+
+    # A message that does not decode is answered EINVAL with opaque 0, and the stream goes on.
+    garbage = b"\xff\xff\xff\xff not a protobuf message"
+    fine = kv_pb2.OpRequestBatch(ops=second[:1]).SerializeToString()
+    raw = node.channel.stream_stream("/durakv.kv.v1.KV/PipelineBatched")
+    got = [kv_pb2.OpResponseBatch.FromString(m) for m in raw(iter([garbage, fine]), metadata=ADMIN, timeout=10)]
+    assert sorted((a.opaque, a.status) for m in got for a in m.ops) == [(0, Status.EINVAL), (3000, Status.SUCCESS)]
+    # Too many operations in one message end the call; wrong credentials end it before any.
+    too_many = kv_pb2.OpRequestBatch(ops=[kv_pb2.OpRequest(opaque=i) for i in range(10_001)])
+    with pytest.raises(grpc.RpcError) as info:
+        list(node.kv.PipelineBatched(iter([too_many]), metadata=ADMIN, timeout=30))
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as info:
+        list(node.kv.PipelineBatched(iter([kv_pb2.OpRequestBatch(ops=second[:1])]), timeout=10))
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_node_not_my_vbucket_carries_the_newer_config(cluster):

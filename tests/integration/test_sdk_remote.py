@@ -11,7 +11,8 @@ What the tests claim:
   retried until the deadline: a timeout, not a pass);
 - refusals come back as the same exceptions as embedded, with their error context;
 - multi-ops (one KV.Batch per node) give per-key results and exceptions;
-- many threads share one Cluster; the asyncio SDK keeps 64 operations in flight at once;
+- many threads share one Cluster; the asyncio SDK keeps 64 operations in flight at once,
+  sent together in a few stream messages;
 - management goes through any node to the manager, and the client sees the new bucket;
 - wrong or missing credentials are `AuthenticationException`.
 
@@ -378,6 +379,42 @@ def test_remote_aio_64_operations_run_concurrently(connstr):
 
     peak = asyncio.run(scenario())
     assert peak >= 8, f"at most {peak} operations were in flight at once"
+
+
+def test_remote_aio_coalesces_concurrent_operations_into_few_messages(connstr):
+    async def scenario() -> None:
+        cluster = await AsyncCluster.connect(connstr, ClusterOptions(ADMIN))
+        try:
+            bucket = cluster.bucket("default")
+            await bucket.on_connect()
+            coll = bucket.default_collection()
+            keys = [f"coalesced-{i}" for i in range(64)]
+            await coll.upsert("coalesced-warmup", {"k": 0})  # the first stream's setup is not measured
+            nodes = cluster._backend._nodes.values()
+
+            def sent() -> tuple[int, int]:
+                streams = [n.pipeline for n in nodes if n.pipeline is not None]
+                assert streams and all(s.batched and s.broken is None for s in streams)
+                return sum(s.messages_sent for s in streams), sum(s.ops_sent for s in streams)
+
+            for run in (
+                lambda: asyncio.gather(*(coll.upsert(k, {"k": k}) for k in keys)),
+                lambda: asyncio.gather(*(coll.get(k) for k in keys)),
+            ):
+                messages_before, ops_before = sent()
+                results = await run()
+                messages, ops = sent()
+                assert len(results) == 64 and all(r.cas for r in results)
+                # 64 operations over three nodes' PipelineBatched streams in a handful of messages.
+                assert ops - ops_before >= 64
+                assert messages - messages_before <= 8, f"{messages - messages_before} messages for 64 operations"
+            read = await asyncio.gather(*(coll.get(k) for k in keys))
+            assert [r.content_as[dict]["k"] for r in read] == keys
+            await asyncio.gather(*(coll.remove(k) for k in [*keys, "coalesced-warmup"]))
+        finally:
+            await cluster.close()
+
+    asyncio.run(scenario())
 
 
 # -- management ---------------------------------------------------------------------------------

@@ -134,6 +134,12 @@ def test_every_sdk_operation_has_an_rpc():
         assert not methods[rpc].client_streaming and not methods[rpc].server_streaming
     assert "ObserveSeqno" in methods
     assert methods["Pipeline"].client_streaming and methods["Pipeline"].server_streaming
+    batched = methods["PipelineBatched"]
+    assert batched.client_streaming and batched.server_streaming
+    assert (batched.input_type.name, batched.output_type.name) == ("OpRequestBatch", "OpResponseBatch")
+    for message, item in ((kv_pb2.OpRequestBatch, kv_pb2.OpRequest), (kv_pb2.OpResponseBatch, kv_pb2.OpResponse)):
+        (ops,) = message.DESCRIPTOR.fields
+        assert (ops.name, ops.number, ops.message_type, ops.is_repeated) == ("ops", 1, item.DESCRIPTOR, True)
 
 
 def test_batch_items_mirror_the_unary_rpcs():
@@ -141,7 +147,7 @@ def test_batch_items_mirror_the_unary_rpcs():
     requests = {f.name: f for f in kv_pb2.OpRequest.DESCRIPTOR.oneofs_by_name["op"].fields}
     responses = {f.name: f for f in kv_pb2.OpResponse.DESCRIPTOR.oneofs_by_name["op"].fields}
     assert requests.keys() == responses.keys()
-    unary = {n: m for n, m in _kv_methods().items() if n not in ("Batch", "Pipeline")}
+    unary = {n: m for n, m in _kv_methods().items() if n not in ("Batch", "Pipeline", "PipelineBatched")}
     assert len(unary) == len(requests)
     for name, method in unary.items():
         field = re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
