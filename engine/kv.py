@@ -117,9 +117,8 @@ class BucketEngine(BucketCore):
         level = max(int(level), self.config.durability_min_level)
         if level == Level.NONE:
             return 0, None
-        if timeout_ms is not None and (
-            not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool) or not 1 <= timeout_ms <= DURABILITY_TIMEOUT_MAX_MS
-        ):
+        timeout_ok = isinstance(timeout_ms, int) and not isinstance(timeout_ms, bool)
+        if timeout_ms is not None and (not timeout_ok or not 1 <= timeout_ms <= DURABILITY_TIMEOUT_MAX_MS):
             raise KVError(Status.DURABILITY_INVALID_LEVEL, f"durability timeout {timeout_ms!r} ms out of range")
         if not self.monitors[vb.vbid].chain.durability_possible():
             raise KVError(Status.DURABILITY_IMPOSSIBLE, "the vbucket's chain cannot form a durable majority")

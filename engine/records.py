@@ -18,8 +18,9 @@ about, so replay and replication can route a record without decoding the rest:
 
 SNAPSHOT_END closes a snapshot a replica applied (its items are the records just before it, all
 appended at once); each resolved entry (prepare seqno u64, store key length u16, store key) is a
-prepare the snapshot resolved without a commit or abort of its own (a backfill deduplicated it). ROLLBACK says the vbucket was rolled back to that
-seqno, exactly or (to zero) by dropping its copy; engine/replica.py documents both.
+prepare the snapshot resolved without a commit or abort of its own (a backfill deduplicated
+it). ROLLBACK says the vbucket was rolled back to that seqno, exactly or (to zero) by
+dropping its copy; engine/replica.py documents both.
 
 Records are redo records: each carries the resulting state, so replaying one twice is
 harmless and replay order is the only thing that matters.

@@ -380,8 +380,15 @@ class Replication:
                     link.rollbacks += 1
                     link.acked_persisted = min(link.acked_persisted, result.high_seqno)
                     self.clock.log("repl", f"{link.name} rolled back to {result.high_seqno} ({result.row.value})")
-                    self._carry_out(link, node, consumer.rolled_back(
-                        result.high_seqno, prepares=result.prepares, high_completed_seqno=result.high_completed_seqno))
+                    self._carry_out(
+                        link,
+                        node,
+                        consumer.rolled_back(
+                            result.high_seqno,
+                            prepares=result.prepares,
+                            high_completed_seqno=result.high_completed_seqno,
+                        ),
+                    )
                     if link.stream is not None:  # ask again on the same stream, from the point reached
                         self.net.send(link.stream, link.replica, consumer.stream_request(), CONTROL_BYTES)
                         link.requests += 1
