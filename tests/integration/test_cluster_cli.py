@@ -22,17 +22,11 @@ import sys
 
 import pytest
 
-from durakv.cli.main import main as cli_main
 from durakv.replication import launcher
 
 NODES = 3
 VBUCKETS = 64
 COMMAND_TIMEOUT_S = 120  # the slowest command (`up`) waits 30 s for readiness by itself
-
-needs_processes = pytest.mark.skipif(
-    not {"node", "manager"} <= set(cli_main.commands),
-    reason="`durakv node` and `durakv manager` are not available in this build",
-)
 
 
 def durakv_cluster(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -80,7 +74,6 @@ def cluster_dir(tmp_path):
             launcher.kill(cdir, cdir.spec.names)  # only pids whose start time matches their pid file
 
 
-@needs_processes
 def test_cluster_cli_up_kill_start_down_up_destroy(cluster_dir):
     base = free_base_port(NODES)
     addresses = [f"127.0.0.1:{base + i}" for i in range(NODES)]

@@ -40,20 +40,17 @@ from pathlib import Path
 import grpc
 import pytest
 
+import durakv.exceptions as exc
+from durakv.auth import PasswordAuthenticator
+from durakv.cluster import Cluster
+from durakv.durability import DurabilityLevel, ServerDurability
+from durakv.engine.errors import Status
+from durakv.options import ClusterOptions
+from durakv.proto import admin_pb2, admin_pb2_grpc
+from durakv.replication import launcher
+from durakv.replication.auth import basic_metadata
+
 CLI = [sys.executable, "-m", "durakv.cli.main"]
-if subprocess.run([*CLI, "cluster", "--help"], capture_output=True, timeout=60).returncode != 0:
-    pytest.skip("`durakv cluster` is not available in this build", allow_module_level=True)
-
-import durakv.exceptions as exc  # noqa: E402
-from durakv.auth import PasswordAuthenticator  # noqa: E402
-from durakv.cluster import Cluster  # noqa: E402
-from durakv.durability import DurabilityLevel, ServerDurability  # noqa: E402
-from durakv.engine.errors import Status  # noqa: E402
-from durakv.options import ClusterOptions  # noqa: E402
-from durakv.proto import admin_pb2, admin_pb2_grpc  # noqa: E402
-from durakv.replication import launcher  # noqa: E402
-from durakv.replication.auth import basic_metadata  # noqa: E402
-
 NODES = 3
 VBUCKETS = 64  # `durakv cluster up`'s default for the `default` bucket
 COMMAND_TIMEOUT_S = 120

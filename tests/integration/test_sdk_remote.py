@@ -35,17 +35,13 @@ from types import MappingProxyType
 
 import pytest
 
-CLI = [sys.executable, "-m", "durakv.cli.main"]
-if subprocess.run([*CLI, "cluster", "--help"], capture_output=True, timeout=60).returncode != 0:
-    pytest.skip("`durakv cluster` is not available in this build", allow_module_level=True)
-
-import durakv.exceptions as exc  # noqa: E402
-from durakv.aio.cluster import Cluster as AsyncCluster  # noqa: E402
-from durakv.auth import PasswordAuthenticator  # noqa: E402
-from durakv.cluster import Cluster  # noqa: E402
-from durakv.durability import DurabilityLevel, ServerDurability  # noqa: E402
-from durakv.management.buckets import CreateBucketSettings  # noqa: E402
-from durakv.options import (  # noqa: E402
+import durakv.exceptions as exc
+from durakv.aio.cluster import Cluster as AsyncCluster
+from durakv.auth import PasswordAuthenticator
+from durakv.cluster import Cluster
+from durakv.durability import DurabilityLevel, ServerDurability
+from durakv.management.buckets import CreateBucketSettings
+from durakv.options import (
     ClusterOptions,
     DeltaValue,
     GetOptions,
@@ -54,8 +50,9 @@ from durakv.options import (  # noqa: E402
     SignedInt64,
     UpsertOptions,
 )
-from durakv.transcoder import RawBinaryTranscoder  # noqa: E402
+from durakv.transcoder import RawBinaryTranscoder
 
+CLI = [sys.executable, "-m", "durakv.cli.main"]
 NODES = 3
 VBUCKETS = 64  # `durakv cluster up`'s default for the `default` bucket
 MANAGER_PORT_OFFSET = 100  # `durakv cluster up --help`: the manager listens on base + 100
