@@ -26,17 +26,17 @@ from durakv.proto import cluster_pb2 as durakv_dot_proto_dot_cluster__pb2
 from durakv.proto import kv_pb2 as durakv_dot_proto_dot_kv__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64urakv/proto/replication.proto\x12\x15\x64urakv.replication.v1\x1a\x1a\x64urakv/proto/cluster.proto\x1a\x15\x64urakv/proto/kv.proto\"\xa4\x01\n\x04Open\x12\x18\n\x10\x63onsumer_node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\t\x12\x13\n\x0b\x62ucket_uuid\x18\x03 \x01(\t\x12\x14\n\x0c\x62uffer_bytes\x18\x04 \x01(\x04\x12\x18\n\x10noop_interval_ms\x18\x05 \x01(\r\x12\x14\n\x0c\x63onfig_epoch\x18\x06 \x01(\x04\x12\x17\n\x0f\x63onfig_revision\x18\x07 \x01(\x04\"\x98\x01\n\rStreamRequest\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12\x14\n\x0cvbucket_uuid\x18\x02 \x01(\x06\x12\x13\n\x0bstart_seqno\x18\x03 \x01(\x04\x12\x11\n\tend_seqno\x18\x04 \x01(\x04\x12\x1c\n\x14snapshot_start_seqno\x18\x05 \x01(\x04\x12\x1a\n\x12snapshot_end_seqno\x18\x06 \x01(\x04\"\x1e\n\x0b\x43loseStream\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\"i\n\x08SeqnoAck\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12\x1b\n\x13high_prepared_seqno\x18\x02 \x01(\x04\x12\x16\n\x0ereceived_seqno\x18\x03 \x01(\x04\x12\x17\n\x0fpersisted_seqno\x18\x04 \x01(\x04\"\x1a\n\tBufferAck\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\"\x18\n\x04Noop\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\xdf\x02\n\x0eReplicaMessage\x12+\n\x04open\x18\x01 \x01(\x0b\x32\x1b.durakv.replication.v1.OpenH\x00\x12>\n\x0estream_request\x18\x02 \x01(\x0b\x32$.durakv.replication.v1.StreamRequestH\x00\x12:\n\x0c\x63lose_stream\x18\x03 \x01(\x0b\x32\".durakv.replication.v1.CloseStreamH\x00\x12\x34\n\tseqno_ack\x18\x04 \x01(\x0b\x32\x1f.durakv.replication.v1.SeqnoAckH\x00\x12\x36\n\nbuffer_ack\x18\x05 \x01(\x0b\x32 .durakv.replication.v1.BufferAckH\x00\x12+\n\x04noop\x18\x06 \x01(\x0b\x32\x1b.durakv.replication.v1.NoopH\x00\x42\t\n\x07message\"y\n\x0cOpenResponse\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.durakv.kv.v1.Status\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x10producer_node_id\x18\x03 \x01(\t\x12\x18\n\x10noop_interval_ms\x18\x04 \x01(\r\",\n\rFailoverEntry\x12\x0c\n\x04uuid\x18\x01 \x01(\x06\x12\r\n\x05seqno\x18\x02 \x01(\x04\"\xac\x01\n\x0eStreamResponse\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.durakv.kv.v1.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\x12:\n\x0c\x66\x61ilover_log\x18\x04 \x03(\x0b\x32$.durakv.replication.v1.FailoverEntry\x12\x16\n\x0erollback_seqno\x18\x05 \x01(\x04\"\x93\x01\n\x0eSnapshotMarker\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12\x13\n\x0bstart_seqno\x18\x02 \x01(\x04\x12\x11\n\tend_seqno\x18\x03 \x01(\x04\x12\r\n\x05\x66lags\x18\x04 \x01(\r\x12\x1c\n\x14high_completed_seqno\x18\x05 \x01(\x04\x12\x1b\n\x13high_prepared_seqno\x18\x06 \x01(\x04\"\x8b\x01\n\x08Mutation\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x04\x12\x11\n\trev_seqno\x18\x04 \x01(\x04\x12\x0b\n\x03\x63\x61s\x18\x05 \x01(\x06\x12\r\n\x05\x66lags\x18\x06 \x01(\r\x12\x0e\n\x06\x65xpiry\x18\x07 \x01(\r\x12\r\n\x05value\x18\x08 \x01(\x0c\"]\n\x08\x44\x65letion\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x04\x12\x11\n\trev_seqno\x18\x04 \x01(\x04\x12\x0b\n\x03\x63\x61s\x18\x05 \x01(\x06\"_\n\nExpiration\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x04\x12\x11\n\trev_seqno\x18\x04 \x01(\x04\x12\x0b\n\x03\x63\x61s\x18\x05 \x01(\x06\"\xce\x01\n\x07Prepare\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x04\x12\x11\n\trev_seqno\x18\x04 \x01(\x04\x12\x0b\n\x03\x63\x61s\x18\x05 \x01(\x06\x12\r\n\x05\x66lags\x18\x06 \x01(\r\x12\x0e\n\x06\x65xpiry\x18\x07 \x01(\r\x12\r\n\x05value\x18\x08 \x01(\x0c\x12\x0f\n\x07\x64\x65leted\x18\t \x01(\x08\x12\x31\n\x05level\x18\n \x01(\x0e\x32\".durakv.cluster.v1.DurabilityLevel\"Z\n\x06\x43ommit\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x16\n\x0eprepared_seqno\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ommit_seqno\x18\x04 \x01(\x04\"X\n\x05\x41\x62ort\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x16\n\x0eprepared_seqno\x18\x03 \x01(\x04\x12\x13\n\x0b\x61\x62ort_seqno\x18\x04 \x01(\x04\"\x1e\n\rSeqnoAdvanced\x12\r\n\x05seqno\x18\x01 \x01(\x04\"\x84\x03\n\x04Item\x12\x33\n\x08mutation\x18\x01 \x01(\x0b\x32\x1f.durakv.replication.v1.MutationH\x00\x12\x33\n\x08\x64\x65letion\x18\x02 \x01(\x0b\x32\x1f.durakv.replication.v1.DeletionH\x00\x12\x37\n\nexpiration\x18\x03 \x01(\x0b\x32!.durakv.replication.v1.ExpirationH\x00\x12\x31\n\x07prepare\x18\x04 \x01(\x0b\x32\x1e.durakv.replication.v1.PrepareH\x00\x12/\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x1d.durakv.replication.v1.CommitH\x00\x12-\n\x05\x61\x62ort\x18\x06 \x01(\x0b\x32\x1c.durakv.replication.v1.AbortH\x00\x12>\n\x0eseqno_advanced\x18\x07 \x01(\x0b\x32$.durakv.replication.v1.SeqnoAdvancedH\x00\x42\x06\n\x04item\"H\n\tItemBatch\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.durakv.replication.v1.Item\"e\n\tStreamEnd\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12\x36\n\x06reason\x18\x02 \x01(\x0e\x32&.durakv.replication.v1.StreamEndReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xfb\x02\n\x0fProducerMessage\x12<\n\ropen_response\x18\x01 \x01(\x0b\x32#.durakv.replication.v1.OpenResponseH\x00\x12@\n\x0fstream_response\x18\x02 \x01(\x0b\x32%.durakv.replication.v1.StreamResponseH\x00\x12@\n\x0fsnapshot_marker\x18\x03 \x01(\x0b\x32%.durakv.replication.v1.SnapshotMarkerH\x00\x12\x36\n\nitem_batch\x18\x04 \x01(\x0b\x32 .durakv.replication.v1.ItemBatchH\x00\x12\x36\n\nstream_end\x18\x05 \x01(\x0b\x32 .durakv.replication.v1.StreamEndH\x00\x12+\n\x04noop\x18\x06 \x01(\x0b\x32\x1b.durakv.replication.v1.NoopH\x00\x42\t\n\x07message*\x8d\x01\n\x0cSnapshotFlag\x12\x16\n\x12SNAPSHOT_FLAG_NONE\x10\x00\x12\x18\n\x14SNAPSHOT_FLAG_MEMORY\x10\x01\x12\x16\n\x12SNAPSHOT_FLAG_DISK\x10\x02\x12\x1c\n\x18SNAPSHOT_FLAG_CHECKPOINT\x10\x04\x12\x15\n\x11SNAPSHOT_FLAG_ACK\x10\x08*\xc4\x02\n\x0fStreamEndReason\x12\x18\n\x14STREAM_END_REASON_OK\x10\x00\x12\x1c\n\x18STREAM_END_REASON_CLOSED\x10\x01\x12#\n\x1fSTREAM_END_REASON_STATE_CHANGED\x10\x02\x12\"\n\x1eSTREAM_END_REASON_DISCONNECTED\x10\x03\x12\x1e\n\x1aSTREAM_END_REASON_TOO_SLOW\x10\x04\x12%\n!STREAM_END_REASON_BACKFILL_FAILED\x10\x05\x12\x1e\n\x1aSTREAM_END_REASON_ROLLBACK\x10\x06\x12\"\n\x1eSTREAM_END_REASON_FILTER_EMPTY\x10\x07\x12%\n!STREAM_END_REASON_LOST_PRIVILEGES\x10\x08\x32j\n\x0bReplication\x12[\n\x06Stream\x12%.durakv.replication.v1.ReplicaMessage\x1a&.durakv.replication.v1.ProducerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64urakv/proto/replication.proto\x12\x15\x64urakv.replication.v1\x1a\x1a\x64urakv/proto/cluster.proto\x1a\x15\x64urakv/proto/kv.proto\"\xa4\x01\n\x04Open\x12\x18\n\x10\x63onsumer_node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\t\x12\x13\n\x0b\x62ucket_uuid\x18\x03 \x01(\t\x12\x14\n\x0c\x62uffer_bytes\x18\x04 \x01(\x04\x12\x18\n\x10noop_interval_ms\x18\x05 \x01(\r\x12\x14\n\x0c\x63onfig_epoch\x18\x06 \x01(\x04\x12\x17\n\x0f\x63onfig_revision\x18\x07 \x01(\x04\"\x98\x01\n\rStreamRequest\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12\x14\n\x0cvbucket_uuid\x18\x02 \x01(\x06\x12\x13\n\x0bstart_seqno\x18\x03 \x01(\x04\x12\x11\n\tend_seqno\x18\x04 \x01(\x04\x12\x1c\n\x14snapshot_start_seqno\x18\x05 \x01(\x04\x12\x1a\n\x12snapshot_end_seqno\x18\x06 \x01(\x04\"\x1e\n\x0b\x43loseStream\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\"i\n\x08SeqnoAck\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12\x1b\n\x13high_prepared_seqno\x18\x02 \x01(\x04\x12\x16\n\x0ereceived_seqno\x18\x03 \x01(\x04\x12\x17\n\x0fpersisted_seqno\x18\x04 \x01(\x04\"\x1a\n\tBufferAck\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\"\x18\n\x04Noop\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\xdf\x02\n\x0eReplicaMessage\x12+\n\x04open\x18\x01 \x01(\x0b\x32\x1b.durakv.replication.v1.OpenH\x00\x12>\n\x0estream_request\x18\x02 \x01(\x0b\x32$.durakv.replication.v1.StreamRequestH\x00\x12:\n\x0c\x63lose_stream\x18\x03 \x01(\x0b\x32\".durakv.replication.v1.CloseStreamH\x00\x12\x34\n\tseqno_ack\x18\x04 \x01(\x0b\x32\x1f.durakv.replication.v1.SeqnoAckH\x00\x12\x36\n\nbuffer_ack\x18\x05 \x01(\x0b\x32 .durakv.replication.v1.BufferAckH\x00\x12+\n\x04noop\x18\x06 \x01(\x0b\x32\x1b.durakv.replication.v1.NoopH\x00\x42\t\n\x07message\"N\n\x13ReplicaMessageBatch\x12\x37\n\x08messages\x18\x01 \x03(\x0b\x32%.durakv.replication.v1.ReplicaMessage\"y\n\x0cOpenResponse\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.durakv.kv.v1.Status\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x10producer_node_id\x18\x03 \x01(\t\x12\x18\n\x10noop_interval_ms\x18\x04 \x01(\r\",\n\rFailoverEntry\x12\x0c\n\x04uuid\x18\x01 \x01(\x06\x12\r\n\x05seqno\x18\x02 \x01(\x04\"\xac\x01\n\x0eStreamResponse\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.durakv.kv.v1.Status\x12\x0f\n\x07message\x18\x03 \x01(\t\x12:\n\x0c\x66\x61ilover_log\x18\x04 \x03(\x0b\x32$.durakv.replication.v1.FailoverEntry\x12\x16\n\x0erollback_seqno\x18\x05 \x01(\x04\"\x93\x01\n\x0eSnapshotMarker\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12\x13\n\x0bstart_seqno\x18\x02 \x01(\x04\x12\x11\n\tend_seqno\x18\x03 \x01(\x04\x12\r\n\x05\x66lags\x18\x04 \x01(\r\x12\x1c\n\x14high_completed_seqno\x18\x05 \x01(\x04\x12\x1b\n\x13high_prepared_seqno\x18\x06 \x01(\x04\"\x8b\x01\n\x08Mutation\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x04\x12\x11\n\trev_seqno\x18\x04 \x01(\x04\x12\x0b\n\x03\x63\x61s\x18\x05 \x01(\x06\x12\r\n\x05\x66lags\x18\x06 \x01(\r\x12\x0e\n\x06\x65xpiry\x18\x07 \x01(\r\x12\r\n\x05value\x18\x08 \x01(\x0c\"]\n\x08\x44\x65letion\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x04\x12\x11\n\trev_seqno\x18\x04 \x01(\x04\x12\x0b\n\x03\x63\x61s\x18\x05 \x01(\x06\"_\n\nExpiration\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x04\x12\x11\n\trev_seqno\x18\x04 \x01(\x04\x12\x0b\n\x03\x63\x61s\x18\x05 \x01(\x06\"\xce\x01\n\x07Prepare\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x04\x12\x11\n\trev_seqno\x18\x04 \x01(\x04\x12\x0b\n\x03\x63\x61s\x18\x05 \x01(\x06\x12\r\n\x05\x66lags\x18\x06 \x01(\r\x12\x0e\n\x06\x65xpiry\x18\x07 \x01(\r\x12\r\n\x05value\x18\x08 \x01(\x0c\x12\x0f\n\x07\x64\x65leted\x18\t \x01(\x08\x12\x31\n\x05level\x18\n \x01(\x0e\x32\".durakv.cluster.v1.DurabilityLevel\"Z\n\x06\x43ommit\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x16\n\x0eprepared_seqno\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ommit_seqno\x18\x04 \x01(\x04\"X\n\x05\x41\x62ort\x12\x15\n\rcollection_id\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x16\n\x0eprepared_seqno\x18\x03 \x01(\x04\x12\x13\n\x0b\x61\x62ort_seqno\x18\x04 \x01(\x04\"\x1e\n\rSeqnoAdvanced\x12\r\n\x05seqno\x18\x01 \x01(\x04\"\x84\x03\n\x04Item\x12\x33\n\x08mutation\x18\x01 \x01(\x0b\x32\x1f.durakv.replication.v1.MutationH\x00\x12\x33\n\x08\x64\x65letion\x18\x02 \x01(\x0b\x32\x1f.durakv.replication.v1.DeletionH\x00\x12\x37\n\nexpiration\x18\x03 \x01(\x0b\x32!.durakv.replication.v1.ExpirationH\x00\x12\x31\n\x07prepare\x18\x04 \x01(\x0b\x32\x1e.durakv.replication.v1.PrepareH\x00\x12/\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x1d.durakv.replication.v1.CommitH\x00\x12-\n\x05\x61\x62ort\x18\x06 \x01(\x0b\x32\x1c.durakv.replication.v1.AbortH\x00\x12>\n\x0eseqno_advanced\x18\x07 \x01(\x0b\x32$.durakv.replication.v1.SeqnoAdvancedH\x00\x42\x06\n\x04item\"H\n\tItemBatch\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.durakv.replication.v1.Item\"e\n\tStreamEnd\x12\x0f\n\x07vbucket\x18\x01 \x01(\r\x12\x36\n\x06reason\x18\x02 \x01(\x0e\x32&.durakv.replication.v1.StreamEndReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xfb\x02\n\x0fProducerMessage\x12<\n\ropen_response\x18\x01 \x01(\x0b\x32#.durakv.replication.v1.OpenResponseH\x00\x12@\n\x0fstream_response\x18\x02 \x01(\x0b\x32%.durakv.replication.v1.StreamResponseH\x00\x12@\n\x0fsnapshot_marker\x18\x03 \x01(\x0b\x32%.durakv.replication.v1.SnapshotMarkerH\x00\x12\x36\n\nitem_batch\x18\x04 \x01(\x0b\x32 .durakv.replication.v1.ItemBatchH\x00\x12\x36\n\nstream_end\x18\x05 \x01(\x0b\x32 .durakv.replication.v1.StreamEndH\x00\x12+\n\x04noop\x18\x06 \x01(\x0b\x32\x1b.durakv.replication.v1.NoopH\x00\x42\t\n\x07message\"P\n\x14ProducerMessageBatch\x12\x38\n\x08messages\x18\x01 \x03(\x0b\x32&.durakv.replication.v1.ProducerMessage*\x8d\x01\n\x0cSnapshotFlag\x12\x16\n\x12SNAPSHOT_FLAG_NONE\x10\x00\x12\x18\n\x14SNAPSHOT_FLAG_MEMORY\x10\x01\x12\x16\n\x12SNAPSHOT_FLAG_DISK\x10\x02\x12\x1c\n\x18SNAPSHOT_FLAG_CHECKPOINT\x10\x04\x12\x15\n\x11SNAPSHOT_FLAG_ACK\x10\x08*\xc4\x02\n\x0fStreamEndReason\x12\x18\n\x14STREAM_END_REASON_OK\x10\x00\x12\x1c\n\x18STREAM_END_REASON_CLOSED\x10\x01\x12#\n\x1fSTREAM_END_REASON_STATE_CHANGED\x10\x02\x12\"\n\x1eSTREAM_END_REASON_DISCONNECTED\x10\x03\x12\x1e\n\x1aSTREAM_END_REASON_TOO_SLOW\x10\x04\x12%\n!STREAM_END_REASON_BACKFILL_FAILED\x10\x05\x12\x1e\n\x1aSTREAM_END_REASON_ROLLBACK\x10\x06\x12\"\n\x1eSTREAM_END_REASON_FILTER_EMPTY\x10\x07\x12%\n!STREAM_END_REASON_LOST_PRIVILEGES\x10\x08\x32\xd8\x01\n\x0bReplication\x12[\n\x06Stream\x12%.durakv.replication.v1.ReplicaMessage\x1a&.durakv.replication.v1.ProducerMessage(\x01\x30\x01\x12l\n\rStreamBatched\x12*.durakv.replication.v1.ReplicaMessageBatch\x1a+.durakv.replication.v1.ProducerMessageBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'durakv.proto.replication_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SNAPSHOTFLAG']._serialized_start=3179
-  _globals['_SNAPSHOTFLAG']._serialized_end=3320
-  _globals['_STREAMENDREASON']._serialized_start=3323
-  _globals['_STREAMENDREASON']._serialized_end=3647
+  _globals['_SNAPSHOTFLAG']._serialized_start=3341
+  _globals['_SNAPSHOTFLAG']._serialized_end=3482
+  _globals['_STREAMENDREASON']._serialized_start=3485
+  _globals['_STREAMENDREASON']._serialized_end=3809
   _globals['_OPEN']._serialized_start=109
   _globals['_OPEN']._serialized_end=273
   _globals['_STREAMREQUEST']._serialized_start=276
@@ -51,36 +51,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOOP']._serialized_end=621
   _globals['_REPLICAMESSAGE']._serialized_start=624
   _globals['_REPLICAMESSAGE']._serialized_end=975
-  _globals['_OPENRESPONSE']._serialized_start=977
-  _globals['_OPENRESPONSE']._serialized_end=1098
-  _globals['_FAILOVERENTRY']._serialized_start=1100
-  _globals['_FAILOVERENTRY']._serialized_end=1144
-  _globals['_STREAMRESPONSE']._serialized_start=1147
-  _globals['_STREAMRESPONSE']._serialized_end=1319
-  _globals['_SNAPSHOTMARKER']._serialized_start=1322
-  _globals['_SNAPSHOTMARKER']._serialized_end=1469
-  _globals['_MUTATION']._serialized_start=1472
-  _globals['_MUTATION']._serialized_end=1611
-  _globals['_DELETION']._serialized_start=1613
-  _globals['_DELETION']._serialized_end=1706
-  _globals['_EXPIRATION']._serialized_start=1708
-  _globals['_EXPIRATION']._serialized_end=1803
-  _globals['_PREPARE']._serialized_start=1806
-  _globals['_PREPARE']._serialized_end=2012
-  _globals['_COMMIT']._serialized_start=2014
-  _globals['_COMMIT']._serialized_end=2104
-  _globals['_ABORT']._serialized_start=2106
-  _globals['_ABORT']._serialized_end=2194
-  _globals['_SEQNOADVANCED']._serialized_start=2196
-  _globals['_SEQNOADVANCED']._serialized_end=2226
-  _globals['_ITEM']._serialized_start=2229
-  _globals['_ITEM']._serialized_end=2617
-  _globals['_ITEMBATCH']._serialized_start=2619
-  _globals['_ITEMBATCH']._serialized_end=2691
-  _globals['_STREAMEND']._serialized_start=2693
-  _globals['_STREAMEND']._serialized_end=2794
-  _globals['_PRODUCERMESSAGE']._serialized_start=2797
-  _globals['_PRODUCERMESSAGE']._serialized_end=3176
-  _globals['_REPLICATION']._serialized_start=3649
-  _globals['_REPLICATION']._serialized_end=3755
+  _globals['_REPLICAMESSAGEBATCH']._serialized_start=977
+  _globals['_REPLICAMESSAGEBATCH']._serialized_end=1055
+  _globals['_OPENRESPONSE']._serialized_start=1057
+  _globals['_OPENRESPONSE']._serialized_end=1178
+  _globals['_FAILOVERENTRY']._serialized_start=1180
+  _globals['_FAILOVERENTRY']._serialized_end=1224
+  _globals['_STREAMRESPONSE']._serialized_start=1227
+  _globals['_STREAMRESPONSE']._serialized_end=1399
+  _globals['_SNAPSHOTMARKER']._serialized_start=1402
+  _globals['_SNAPSHOTMARKER']._serialized_end=1549
+  _globals['_MUTATION']._serialized_start=1552
+  _globals['_MUTATION']._serialized_end=1691
+  _globals['_DELETION']._serialized_start=1693
+  _globals['_DELETION']._serialized_end=1786
+  _globals['_EXPIRATION']._serialized_start=1788
+  _globals['_EXPIRATION']._serialized_end=1883
+  _globals['_PREPARE']._serialized_start=1886
+  _globals['_PREPARE']._serialized_end=2092
+  _globals['_COMMIT']._serialized_start=2094
+  _globals['_COMMIT']._serialized_end=2184
+  _globals['_ABORT']._serialized_start=2186
+  _globals['_ABORT']._serialized_end=2274
+  _globals['_SEQNOADVANCED']._serialized_start=2276
+  _globals['_SEQNOADVANCED']._serialized_end=2306
+  _globals['_ITEM']._serialized_start=2309
+  _globals['_ITEM']._serialized_end=2697
+  _globals['_ITEMBATCH']._serialized_start=2699
+  _globals['_ITEMBATCH']._serialized_end=2771
+  _globals['_STREAMEND']._serialized_start=2773
+  _globals['_STREAMEND']._serialized_end=2874
+  _globals['_PRODUCERMESSAGE']._serialized_start=2877
+  _globals['_PRODUCERMESSAGE']._serialized_end=3256
+  _globals['_PRODUCERMESSAGEBATCH']._serialized_start=3258
+  _globals['_PRODUCERMESSAGEBATCH']._serialized_end=3338
+  _globals['_REPLICATION']._serialized_start=3812
+  _globals['_REPLICATION']._serialized_end=4028
 # @@protoc_insertion_point(module_scope)

@@ -123,6 +123,12 @@ class ReplicaMessage(_message.Message):
     noop: Noop
     def __init__(self, open: _Optional[_Union[Open, _Mapping]] = ..., stream_request: _Optional[_Union[StreamRequest, _Mapping]] = ..., close_stream: _Optional[_Union[CloseStream, _Mapping]] = ..., seqno_ack: _Optional[_Union[SeqnoAck, _Mapping]] = ..., buffer_ack: _Optional[_Union[BufferAck, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ...) -> None: ...
 
+class ReplicaMessageBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ReplicaMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ReplicaMessage, _Mapping]]] = ...) -> None: ...
+
 class OpenResponse(_message.Message):
     __slots__ = ("status", "message", "producer_node_id", "noop_interval_ms")
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -326,3 +332,9 @@ class ProducerMessage(_message.Message):
     stream_end: StreamEnd
     noop: Noop
     def __init__(self, open_response: _Optional[_Union[OpenResponse, _Mapping]] = ..., stream_response: _Optional[_Union[StreamResponse, _Mapping]] = ..., snapshot_marker: _Optional[_Union[SnapshotMarker, _Mapping]] = ..., item_batch: _Optional[_Union[ItemBatch, _Mapping]] = ..., stream_end: _Optional[_Union[StreamEnd, _Mapping]] = ..., noop: _Optional[_Union[Noop, _Mapping]] = ...) -> None: ...
+
+class ProducerMessageBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ProducerMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ProducerMessage, _Mapping]]] = ...) -> None: ...

@@ -22,6 +22,11 @@ Flow control: Open.buffer_bytes is the call's window, shared by its streams (a B
 names no vbucket). Producers get no window of their own; each round asks every producer, in
 turn, for at most the room left (`next_batch(max_bytes)` overshoots by at most one item), so
 a long backfill of one vbucket cannot starve the others.
+
+Batching: on a StreamBatched call every message of one sending round leaves in one
+ProducerMessageBatch (split only past wire_items' caps), and each incoming ReplicaMessageBatch
+is carried out message by message, in order, exactly as on Stream. The window counts the same
+per-message sizes either way.
 """
 
 from __future__ import annotations
@@ -393,9 +398,36 @@ class _Session:
                 stream.reading.cancel()
 
 
+# -- sending on a call ---------------------------------------------------------------------------
+class _Out:
+    """How a call's messages go out: one write each (Stream) or one write per batch (StreamBatched)."""
+
+    def __init__(self, context, batched: bool) -> None:
+        self.context = context
+        self.batched = batched
+
+    async def send(self, messages: list[pb.ProducerMessage]) -> None:
+        if self.batched:
+            for batch in wi.batches(messages):
+                await self.context.write(batch)
+        else:
+            for message in messages:
+                await self.context.write(message)
+
+
+async def _unbatched(batches):
+    """A StreamBatched call's ReplicaMessageBatch messages as the ReplicaMessages they hold, in order."""
+    async for batch in batches:
+        if batch is MALFORMED:
+            yield MALFORMED
+            continue
+        for message in batch.messages:
+            yield message
+
+
 # -- the service ----------------------------------------------------------------------------------
 class ReplicationService:
-    """`Replication.Stream` on a node: each call is one replica node's copy of one bucket."""
+    """`Replication.Stream` and `StreamBatched` on a node: each call is one replica node's copy of one bucket."""
 
     def __init__(self, runtime, *, noop_interval_ms: int = NOOP_INTERVAL_MS_DEFAULT) -> None:
         self.rt = runtime
@@ -429,13 +461,18 @@ class ReplicationService:
         return hub
 
     async def Stream(self, request_iterator, context):
+        await self._serve(request_iterator.__aiter__(), _Out(context, batched=False), context)
+
+    async def StreamBatched(self, request_iterator, context):
+        await self._serve(_unbatched(request_iterator), _Out(context, batched=True), context)
+
+    async def _serve(self, requests, out: _Out, context) -> None:
         await self._authenticate(context)
-        requests = request_iterator.__aiter__()
         try:
             first = await asyncio.wait_for(requests.__anext__(), OPEN_TIMEOUT_S)
         except (StopAsyncIteration, TimeoutError):
             return
-        session = await self._open(first, context)
+        session = await self._open(first, out)
         if session is None:
             return
         hub = self._hub(session.bucket)
@@ -443,7 +480,7 @@ class ReplicationService:
         self._sessions.add(session)
         reader = asyncio.ensure_future(self._read(session, requests))
         try:
-            await self._write(session, reader, context)
+            await self._write(session, reader, out)
         except _PeerError as exc:
             log.warning("replication call from %s ended: %s", session.consumer, exc)
         finally:
@@ -462,12 +499,12 @@ class ReplicationService:
         except AuthenticationFailed as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
 
-    async def _open(self, first, context) -> _Session | None:
+    async def _open(self, first, out: _Out) -> _Session | None:
         rt = self.rt
 
         async def refuse(status: Status, message: str) -> None:
             response = pb.OpenResponse(status=status, message=message, producer_node_id=rt.node_id)
-            await context.write(pb.ProducerMessage(open_response=response))
+            await out.send([pb.ProducerMessage(open_response=response)])
 
         if first is MALFORMED or wi.which(first) != "open":
             await refuse(Status.EINVAL, "the first message of a call is Open")
@@ -498,7 +535,7 @@ class ReplicationService:
         interval_ms = min(max(interval_ms, NOOP_INTERVAL_MS_MIN), NOOP_INTERVAL_MS_MAX)
         session = _Session(bucket, consumer, request.buffer_bytes, interval_ms / 1000)
         response = pb.OpenResponse(status=Status.SUCCESS, producer_node_id=rt.node_id, noop_interval_ms=interval_ms)
-        await context.write(pb.ProducerMessage(open_response=response))
+        await out.send([pb.ProducerMessage(open_response=response)])
         log.info("replication call from %s for bucket %s opened", consumer, request.bucket)
         return session
 
@@ -527,7 +564,7 @@ class ReplicationService:
             except StreamProtocolError as exc:
                 raise _PeerError(str(exc)) from None
 
-    async def _write(self, session: _Session, reader: asyncio.Future, context) -> None:
+    async def _write(self, session: _Session, reader: asyncio.Future, out: _Out) -> None:
         interval = session.noop_interval_s
         waiter: asyncio.Future | None = None
         try:
@@ -539,18 +576,18 @@ class ReplicationService:
                     return  # the replica half-closed
                 if self.rt.buckets.get(session.bucket.config.name) is not session.bucket:
                     session.close_all(StreamEndReason.STATE_CHANGED, "the bucket is not served here any more")
-                    await self._send(session, context)
+                    await self._send(session, out)
                     return
                 session.refresh()
                 due = session.backfill()
-                if await self._send(session, context):
+                if await self._send(session, out):
                     continue  # more may be ready at once
                 now = time.monotonic()
                 if now - session.last_heard > 2 * interval:
                     raise _PeerError(f"nothing heard for {now - session.last_heard:.1f} s")
                 if now - session.last_sent >= interval:
                     session.noop_sequence += 1
-                    await context.write(wi.noop_producer(session.noop_sequence))
+                    await out.send([wi.noop_producer(session.noop_sequence)])
                     session.last_sent = now
                 if session.has_work:
                     continue
@@ -565,10 +602,9 @@ class ReplicationService:
                 waiter.cancel()
 
     @staticmethod
-    async def _send(session: _Session, context) -> bool:
+    async def _send(session: _Session, out: _Out) -> bool:
         messages = session.next_messages()
-        for message in messages:
-            await context.write(message)
+        await out.send(messages)
         if messages:
             session.last_sent = time.monotonic()
         return bool(messages)

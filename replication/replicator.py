@@ -29,6 +29,13 @@ Flow control: the call's window (Open.buffer_bytes) is counted here, per call, o
 flow-controlled messages processed (SnapshotMarker, ItemBatch: items.wire_size), and
 returned in BufferAck once BUFFER_ACK_RATIO of the window has built up or every
 BUFFER_ACK_INTERVAL_S; the consumers are built with no window of their own.
+
+Batching: a call is `Replication.StreamBatched` (several messages per stream message each
+way); a producer that does not serve it (UNIMPLEMENTED, an older node) gets `Stream`, and the
+next call after one that ended otherwise tries StreamBatched again. Each incoming batch is
+carried out message by message, in order, and what that produces (acks, BufferAcks, Noop
+answers, re-requests) is held and queued together, so it leaves in one outgoing message
+(redundant SeqnoAcks coalesced). Stream gets the same messages one write each.
 """
 
 from __future__ import annotations
@@ -208,12 +215,14 @@ class _Link:
         self.spec = spec
         self.replicas = replicas
         self.name = f"{spec.bucket.config.name}<-{spec.active}"
-        self._out: asyncio.Queue[pb.ReplicaMessage] | None = None
+        self._out: asyncio.Queue[pb.ReplicaMessage | list[pb.ReplicaMessage]] | None = None
         self._generation = 0
         self._unacked_bytes = 0
         self._last_buffer_ack = time.monotonic()
         self._last_sent = time.monotonic()
         self._window = replicator.buffer_bytes
+        self._batched = True  # StreamBatched; False after the producer answered it UNIMPLEMENTED
+        self._held: list[pb.ReplicaMessage] | None = None  # what carrying out the current batch produced
         self.task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -229,10 +238,17 @@ class _Link:
         failures = 0
         while True:
             started = time.monotonic()
+            batched = self._batched
             try:
                 await self._call()
                 reason = "the producer ended the call"
             except grpc.aio.AioRpcError as exc:
+                if batched and exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                    # An older producer: Stream at once (the next call, after one ending
+                    # otherwise, tries StreamBatched again, for a producer upgraded meanwhile).
+                    log.info("replication %s: the producer does not serve StreamBatched; using Stream", self.name)
+                    self._batched = False
+                    continue  # (the `finally` below disconnects)
                 reason = f"{exc.code().name}: {exc.details()}"
             except (_LinkError, StreamProtocolError) as exc:
                 reason = str(exc)
@@ -243,6 +259,8 @@ class _Link:
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
                 self._disconnected()
+            if not batched:
+                self._batched = True
             if time.monotonic() - started > RECONNECT_RESET_S:
                 delay, failures = RECONNECT_MIN_S, 0
             failures += 1
@@ -254,6 +272,7 @@ class _Link:
     def _disconnected(self) -> None:
         self._generation += 1
         self._out = None
+        self._held = None
         for vbid in self.spec.vbuckets:
             if self.replicas.owners.get(vbid) is self:
                 del self.replicas.owners[vbid]
@@ -264,7 +283,9 @@ class _Link:
     async def _call(self) -> None:
         spec, rt = self.spec, self.r.rt
         stub = replication_pb2_grpc.ReplicationStub(self.r.channel(spec.address))
-        call = stub.Stream(metadata=bearer_metadata(self.r.secret()))
+        batched = self._batched
+        metadata = bearer_metadata(self.r.secret())
+        call = stub.StreamBatched(metadata=metadata) if batched else stub.Stream(metadata=metadata)
         tasks: list[asyncio.Future] = []
         try:
             epoch, revision = rt.version
@@ -277,10 +298,12 @@ class _Link:
                 config_epoch=epoch,
                 config_revision=revision,
             )
-            await call.write(pb.ReplicaMessage(open=open_))
-            first = await asyncio.wait_for(call.read(), OPEN_TIMEOUT_S)
-            if first is grpc.aio.EOF or wi.which(first) != "open_response":
+            opening = pb.ReplicaMessage(open=open_)
+            await call.write(pb.ReplicaMessageBatch(messages=[opening]) if batched else opening)
+            received = await asyncio.wait_for(self._receive(call, batched), OPEN_TIMEOUT_S)
+            if not received or wi.which(received[0]) != "open_response":
                 raise _LinkError("the producer did not answer Open")
+            first, rest = received[0], received[1:]
             response = first.open_response
             if response.status != Status.SUCCESS:
                 status = next((s.name for s in Status if s == response.status), str(response.status))
@@ -297,8 +320,8 @@ class _Link:
                 self._request(vbid, generation)
             log.info("replication %s: streaming vbuckets %s", self.name, _ranges(spec.vbuckets))
             tasks = [
-                asyncio.ensure_future(self._write(call, self._out)),
-                asyncio.ensure_future(self._read(call, interval_s)),
+                asyncio.ensure_future(self._write(call, self._out, batched)),
+                asyncio.ensure_future(self._read(call, interval_s, batched, rest)),
                 asyncio.ensure_future(self._tick(interval_s)),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -309,24 +332,54 @@ class _Link:
                 task.cancel()
             call.cancel()
 
-    async def _write(self, call, out: asyncio.Queue) -> None:
+    async def _write(self, call, out: asyncio.Queue, batched: bool) -> None:
         while True:
-            batch = [await out.get()]
+            queued = [await out.get()]
             while not out.empty():
-                batch.append(out.get_nowait())
-            for message in wi.coalesce_acks(batch):
-                await call.write(message)
+                queued.append(out.get_nowait())
+            batch: list[pb.ReplicaMessage] = []
+            for entry in queued:
+                if isinstance(entry, list):
+                    batch += entry
+                else:
+                    batch.append(entry)
+            messages = wi.coalesce_acks(batch)
+            if batched:
+                for envelope in wi.batches(messages):
+                    await call.write(envelope)
+            else:
+                for message in messages:
+                    await call.write(message)
             self._last_sent = time.monotonic()
 
-    async def _read(self, call, interval_s: float) -> None:
+    @staticmethod
+    async def _receive(call, batched: bool) -> list[pb.ProducerMessage] | None:
+        """The producer messages of the next stream message (None: the call ended)."""
+        received = await call.read()
+        if received is grpc.aio.EOF:
+            return None
+        return list(received.messages) if batched else [received]
+
+    async def _read(self, call, interval_s: float, batched: bool, rest: list[pb.ProducerMessage]) -> None:
+        messages: list[pb.ProducerMessage] | None = rest
         while True:
+            if messages:
+                # Everything carrying out this batch produces leaves together (module docstring).
+                self._held = held = []
+                try:
+                    for message in messages:
+                        await self._on_message(message)
+                finally:
+                    if self._held is held:
+                        self._held = None
+                if held and self._out is not None:
+                    self._out.put_nowait(held)
             try:
-                message = await asyncio.wait_for(call.read(), 2 * interval_s)
+                messages = await asyncio.wait_for(self._receive(call, batched), 2 * interval_s)
             except TimeoutError:
                 raise _LinkError(f"nothing heard for {2 * interval_s:.1f} s") from None
-            if message is grpc.aio.EOF:
+            if messages is None:
                 return
-            await self._on_message(message)
 
     async def _tick(self, interval_s: float) -> None:
         while True:
@@ -336,12 +389,17 @@ class _Link:
                 self._buffer_ack()
             elif now - self._last_sent >= interval_s:
                 # Heard by the producer even while a long snapshot is being applied (the reader
-                # answers its Noops only between messages).
-                self._send(wi.noop_replica(0))
+                # answers its Noops only between messages): never held back with a batch's answers.
+                self._send(wi.noop_replica(0), hold=False)
 
     # -- sending ------------------------------------------------------------------------------------
-    def _send(self, message: pb.ReplicaMessage) -> None:
-        if self._out is not None:
+    def _send(self, message: pb.ReplicaMessage, *, hold: bool = True) -> None:
+        """Queue `message`; while a batch is being carried out, with that batch's answers (in order)."""
+        if self._out is None:
+            return
+        if hold and self._held is not None:
+            self._held.append(message)
+        else:
             self._out.put_nowait(message)
 
     def send_acks(self, actions: Sequence[sc.Action]) -> None:

@@ -4,7 +4,8 @@ Owns: the one mapping, field for field, of every item, producer message and repl
 message of `proto/replication.proto` to and from the frozen dataclasses the pure cores use
 (`items.py`), plus the few messages only the shells see (Open, OpenResponse, Noop), and
 `coalesce_acks`, which drops SeqnoAcks a later one makes redundant before a batch of replica
-messages is sent. Pure: no I/O, no clock, no decisions -- the cores validate the protocol,
+messages is sent, and `batches`, which packs messages into the envelopes of a StreamBatched
+call. Pure: no I/O, no clock, no decisions -- the cores validate the protocol,
 this module only the encoding.
 
 Direction matters for errors. Encoding our own values cannot fail (an unknown value type
@@ -48,6 +49,8 @@ from .items import (
 )
 
 NO_VBUCKET = -1  # the vbucket a WireError names when the message had none
+BATCH_BYTES_MAX = 1024 * 1024  # one StreamBatched message holds at most this much (or one larger message)
+BATCH_MESSAGES_MAX = 1024  # ... and at most this many messages
 
 ReplicaMessage = StreamRequest | SeqnoAck | BufferAck | CloseStream
 
@@ -324,3 +327,31 @@ def coalesce_acks(batch: Sequence[pb.ReplicaMessage]) -> list[pb.ReplicaMessage]
         kept.append(message)
     kept.reverse()
     return kept
+
+
+def batches(
+    messages: Sequence[pb.ProducerMessage] | Sequence[pb.ReplicaMessage],
+    *,
+    max_bytes: int = BATCH_BYTES_MAX,
+    max_messages: int = BATCH_MESSAGES_MAX,
+) -> list[pb.ProducerMessageBatch] | list[pb.ReplicaMessageBatch]:
+    """`messages`, in order, in as few StreamBatched envelopes as the caps allow (none for none).
+
+    A batch holds at most `max_messages` messages and `max_bytes` of them, except that a
+    single message larger than `max_bytes` goes alone. All messages are of one direction.
+    """
+    if not messages:
+        return []
+    envelope = pb.ProducerMessageBatch if isinstance(messages[0], pb.ProducerMessage) else pb.ReplicaMessageBatch
+    out = []
+    chunk: list = []
+    size = 0
+    for message in messages:
+        n = message.ByteSize()
+        if chunk and (len(chunk) >= max_messages or size + n > max_bytes):
+            out.append(envelope(messages=chunk))
+            chunk, size = [], 0
+        chunk.append(message)
+        size += n
+    out.append(envelope(messages=chunk))
+    return out

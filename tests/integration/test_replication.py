@@ -16,11 +16,14 @@ What the tests claim:
   after `durakv cluster start` the node catches up -- including writes made while it was
   down, more than the active's change feed keeps once they are checkpointed and more than the
   stream's flow-control window, so served by a backfill from the active's store under flow
-  control -- and durable writes succeed again.
+  control -- and durable writes succeed again;
+- (e) a node serves both Replication.StreamBatched and Stream, and a replica whose producer
+  answers StreamBatched UNIMPLEMENTED (an older node) streams over Stream instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -42,8 +46,8 @@ from durakv.cluster import Cluster
 from durakv.durability import DurabilityLevel, ServerDurability
 from durakv.engine.replica import FEED_BYTES_MAX
 from durakv.options import ClusterOptions
-from durakv.proto import admin_pb2, admin_pb2_grpc
-from durakv.replication import launcher
+from durakv.proto import admin_pb2, admin_pb2_grpc, replication_pb2, replication_pb2_grpc
+from durakv.replication import launcher, replicator
 from durakv.replication.auth import basic_metadata
 from durakv.replication.items import STREAM_BUFFER_BYTES_DEFAULT
 
@@ -331,3 +335,72 @@ def test_only_replica_down_durable_writes_ambiguous_then_catch_up(one_replica):
         value = {"phase": "after", "level": level.name}
         running.coll.upsert(key, value, durability=durable(level), timeout=DURABLE_TIMEOUT)
         wait_replicated(running, {key: value})
+
+
+# -- both stream RPCs are served ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rpc", ["StreamBatched", "Stream"])
+def test_both_stream_rpcs_answer_open(two_replicas, rpc):
+    """StreamBatched answers in ProducerMessageBatch; Stream (for older replicas) is still served."""
+    (producer, producer_name), (_, consumer_name) = list(two_replicas.names.items())[:2]
+    secret = launcher.ClusterDir(two_replicas.dir).secret()
+    opening = replication_pb2.ReplicaMessage(
+        open=replication_pb2.Open(consumer_node_id=consumer_name, bucket="default", noop_interval_ms=1000)
+    )
+    with grpc.insecure_channel(producer) as channel:
+        stub = replication_pb2_grpc.ReplicationStub(channel)
+        metadata = (("authorization", f"Bearer {secret}"),)
+        if rpc == "StreamBatched":
+            call = stub.StreamBatched(
+                iter([replication_pb2.ReplicaMessageBatch(messages=[opening])]), metadata=metadata
+            )
+            (first,) = next(call).messages
+        else:
+            call = stub.Stream(iter([opening]), metadata=metadata)
+            first = next(call)
+        call.cancel()
+    assert first.WhichOneof("message") == "open_response"
+    assert (first.open_response.status, first.open_response.producer_node_id) == (0, producer_name)
+
+
+def test_replica_falls_back_to_stream_when_the_producer_lacks_stream_batched():
+    asyncio.run(_falls_back_to_stream())
+
+
+async def _falls_back_to_stream() -> None:
+    opened = asyncio.get_running_loop().create_future()
+
+    async def stream(requests, context):  # an older producer: Stream only
+        first = await requests.__aiter__().__anext__()
+        if not opened.done():
+            opened.set_result(first)
+        response = replication_pb2.OpenResponse(status=0, producer_node_id="old", noop_interval_ms=1000)
+        await context.write(replication_pb2.ProducerMessage(open_response=response))
+        await asyncio.sleep(30)
+
+    handler = grpc.stream_stream_rpc_method_handler(
+        stream,
+        request_deserializer=replication_pb2.ReplicaMessage.FromString,
+        response_serializer=replication_pb2.ProducerMessage.SerializeToString,
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("durakv.replication.v1.Replication", {"Stream": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    runtime = SimpleNamespace(node_id="new", version=(1, 1))
+    parent = SimpleNamespace(rt=runtime, buffer_bytes=0, channel=lambda _address: channel, secret=lambda: "s" * 64)
+    bucket = SimpleNamespace(config=SimpleNamespace(name="default"))
+    spec = replicator._LinkSpec(bucket, "", "old", f"127.0.0.1:{port}", ())
+    link = replicator._Link(parent, spec, SimpleNamespace(owners={}, consumers={}))
+    try:
+        first = await asyncio.wait_for(opened, 10)
+        assert first.WhichOneof("message") == "open" and first.open.consumer_node_id == "new"
+        assert not link._batched
+    finally:
+        await link.stop()
+        await channel.close()
+        await server.stop(None)

@@ -177,8 +177,11 @@ def test_services_have_their_rpcs():
     } <= admin
     control = {m.name for m in admin_pb2.DESCRIPTOR.services_by_name["NodeControl"].methods}
     assert "PushConfig" in control
-    (stream,) = replication_pb2.DESCRIPTOR.services_by_name["Replication"].methods
-    assert (stream.name, stream.client_streaming, stream.server_streaming) == ("Stream", True, True)
+    replication = replication_pb2.DESCRIPTOR.services_by_name["Replication"].methods
+    assert [(m.name, m.client_streaming, m.server_streaming) for m in replication] == [
+        ("Stream", True, True),
+        ("StreamBatched", True, True),
+    ]
     assert callable(kv_pb2_grpc.KVStub) and callable(kv_pb2_grpc.add_KVServicer_to_server)
 
 

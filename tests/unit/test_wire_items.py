@@ -283,3 +283,24 @@ def test_coalesce_acks_last_ack_of_every_stream_survives(script):
     last = {label: i for i, label in enumerate(labels) if label is not None}
     expected = [m for i, (m, label) in enumerate(zip(batch, labels, strict=True)) if label is None or last[label] == i]
     assert out == expected
+
+
+def test_batches_keep_order_within_the_caps():
+    messages = [wi.noop_producer(i) for i in range(1, 11)]  # all of one size
+    assert wi.batches([]) == []
+    assert wi.batches(messages) == [pb.ProducerMessageBatch(messages=messages)]
+    by_count = wi.batches(messages, max_messages=4)
+    assert [len(b.messages) for b in by_count] == [4, 4, 2]
+    assert [m for b in by_count for m in b.messages] == messages
+    size = messages[0].ByteSize()
+    by_bytes = wi.batches(messages, max_bytes=3 * size)
+    assert [len(b.messages) for b in by_bytes] == [3, 3, 3, 1]
+    assert [m for b in by_bytes for m in b.messages] == messages
+
+
+def test_batches_send_an_oversized_message_alone_and_know_the_direction():
+    big = wi.replica_to_proto(BufferAck(1))
+    acks = [ack(1, 1), big, ack(2, 2)]
+    out = wi.batches(acks, max_bytes=1)
+    assert all(isinstance(b, pb.ReplicaMessageBatch) for b in out)
+    assert [list(b.messages) for b in out] == [[m] for m in acks]
