@@ -26,12 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
-import subprocess
-import sys
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -52,10 +48,17 @@ from durakv.replication import launcher
 from durakv.replication.auth import basic_metadata
 from durakv.transcoder import RawBinaryTranscoder
 
-CLI = [sys.executable, "-m", "durakv.cli.main"]
-NODES = 3
-VBUCKETS = 64  # `durakv cluster up`'s default for the `default` bucket
-COMMAND_TIMEOUT_S = 90
+from .clusterkit import (
+    NODES,
+    VBUCKETS,
+    checked,
+    durakv_cluster,
+    free_base_port,
+    keys_for_every_vbucket,
+    vbucket_of,
+    wait_until,
+)
+
 ADMIN = PasswordAuthenticator("admin", "password")
 RAW_ADMIN = basic_metadata("admin", "password")
 READY_TIMEOUT = timedelta(seconds=30)
@@ -63,7 +66,6 @@ PROBE_TIMEOUT = timedelta(milliseconds=800)  # operations on the killed node
 TIMEOUT_SLACK_S = 0.6  # how much later than its timeout a failing operation may end (a loaded machine)
 RECOVERY_DEADLINE_S = 30.0
 CONVERGE_DEADLINE_S = 20.0
-POLL_INTERVAL_S = 0.05
 NEVER_POLL = timedelta(hours=1)  # config_poll_interval of the stale SDK instances
 MIB = 1024 * 1024
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 * MIB), ("grpc.max_receive_message_length", 64 * MIB)]
@@ -79,26 +81,6 @@ class RunningCluster:
     connstr: str
     addresses: dict[str, str]  # node1.. -> host:port
     manager: str  # host:port
-
-
-def durakv_cluster(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "cluster", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-
-
-def checked(*args: str) -> subprocess.CompletedProcess[str]:
-    result = durakv_cluster(*args)
-    assert result.returncode == 0, f"cluster {args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def free_base_port() -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        ports = (*range(base, base + NODES), base + launcher.MANAGER_PORT_OFFSET)
-        if all(launcher.port_is_free(f"127.0.0.1:{port}") for port in ports):
-            return base
-    raise AssertionError("no free port range found")
 
 
 @pytest.fixture(scope="module")
@@ -136,21 +118,6 @@ def cluster(running):
         cluster.close()
 
 
-def vbucket_of(key: str, num_vbuckets: int) -> int:
-    """Couchbase's formula, written out here as the independent oracle."""
-    return ((zlib.crc32(key.encode()) >> 16) & 0x7FFF) % num_vbuckets
-
-
-def keys_for_every_vbucket(prefix: str, num_vbuckets: int = VBUCKETS) -> dict[int, str]:
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < num_vbuckets:
-        key = f"{prefix}-{i}"
-        found.setdefault(vbucket_of(key, num_vbuckets), key)
-        i += 1
-    return found
-
-
 def keys_by_node(cluster: Cluster, running: RunningCluster, prefix: str) -> dict[str, list[str]]:
     """One key per vbucket of `default`, grouped by the node (node1..) its vbucket is active on."""
     route = cluster._backend.routing().bucket("default")
@@ -165,13 +132,6 @@ def keys_by_node(cluster: Cluster, running: RunningCluster, prefix: str) -> dict
 def health(address: str) -> admin_pb2.HealthResponse:
     with grpc.insecure_channel(address) as channel:
         return admin_pb2_grpc.AdminStub(channel).Health(admin_pb2.HealthRequest(), timeout=5)
-
-
-def wait_until(condition: Callable[[], bool], what: str, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {deadline_s:.0f} s waiting for: {what}"
-        time.sleep(POLL_INTERVAL_S)
 
 
 def wait_nodes_run_manager_revision(running: RunningCluster) -> None:

@@ -26,13 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import re
-import subprocess
-import sys
-import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -50,16 +45,22 @@ from durakv.proto import admin_pb2, admin_pb2_grpc
 from durakv.replication import launcher
 from durakv.replication.auth import basic_metadata
 
-CLI = [sys.executable, "-m", "durakv.cli.main"]
-NODES = 3
-VBUCKETS = 64  # `durakv cluster up`'s default for the `default` bucket
-COMMAND_TIMEOUT_S = 120
+from .clusterkit import (
+    NODES,
+    VBUCKETS,
+    checked,
+    durakv_cluster,
+    free_base_port,
+    keys_for_every_vbucket,
+    vbucket_of,
+    wait_until,
+)
+
 ADMIN = PasswordAuthenticator("admin", "password")
 READY_TIMEOUT = timedelta(seconds=30)
 OP_TIMEOUT = timedelta(seconds=15)  # reads and writes that must succeed (the SDK retries meanwhile)
 AMBIGUOUS_TIMEOUT = timedelta(seconds=2)  # a durable write that cannot complete
 DEADLINE_S = 30.0
-POLL_INTERVAL_S = 0.05
 PERSIST = ServerDurability(DurabilityLevel.PERSIST_TO_MAJORITY)
 AMBIGUOUS = (exc.DurabilitySyncWriteAmbiguousException, exc.AmbiguousTimeoutException)
 
@@ -82,26 +83,6 @@ class RunningCluster:
     def chain(self, vb: int):
         """The manager's (persisted) chain of `default` vbucket `vb`: engine Chain or None."""
         return self.cdir.manager_config().buckets["default"].vbmap[vb]
-
-
-def durakv_cluster(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "cluster", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-
-
-def checked(*args: str) -> subprocess.CompletedProcess[str]:
-    result = durakv_cluster(*args)
-    assert result.returncode == 0, f"cluster {args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def free_base_port() -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        ports = (*range(base, base + NODES), base + launcher.MANAGER_PORT_OFFSET)
-        if all(launcher.port_is_free(f"127.0.0.1:{port}") for port in ports):
-            return base
-    raise AssertionError("no free port range found")
 
 
 @contextlib.contextmanager
@@ -143,21 +124,6 @@ def sdk(running: RunningCluster, *, every_node_up: bool = True) -> Iterator[Clus
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def vbucket_of(key: str, num_vbuckets: int = VBUCKETS) -> int:
-    """Couchbase's formula, written out here as the independent oracle."""
-    return ((zlib.crc32(key.encode()) >> 16) & 0x7FFF) % num_vbuckets
-
-
-def keys_for_every_vbucket(prefix: str) -> dict[int, str]:
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < VBUCKETS:
-        key = f"{prefix}-{i}"
-        found.setdefault(vbucket_of(key), key)
-        i += 1
-    return found
-
-
 def keys_in_vbucket(prefix: str, vb: int, count: int) -> list[str]:
     keys, i = [], 0
     while len(keys) < count:
@@ -166,13 +132,6 @@ def keys_in_vbucket(prefix: str, vb: int, count: int) -> list[str]:
             keys.append(key)
         i += 1
     return keys
-
-
-def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {deadline_s:.0f} s waiting for: {what}"
-        time.sleep(POLL_INTERVAL_S)
 
 
 def vbucket_copy(running: RunningCluster, node: str, vb: int) -> admin_pb2.VBucketStats | None:

@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 import subprocess
-import sys
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -51,10 +48,17 @@ from durakv.replication import launcher, replicator
 from durakv.replication.auth import basic_metadata
 from durakv.replication.items import STREAM_BUFFER_BYTES_DEFAULT
 
-CLI = [sys.executable, "-m", "durakv.cli.main"]
-NODES = 3
-VBUCKETS = 64  # `durakv cluster up`'s default for the `default` bucket
-COMMAND_TIMEOUT_S = 90
+from .clusterkit import (
+    NODES,
+    VBUCKETS,
+    checked,
+    durakv_cluster,
+    free_base_port,
+    keys_for_every_vbucket,
+    vbucket_of,
+    wait_until,
+)
+
 ADMIN = PasswordAuthenticator("admin", "password")
 READY_TIMEOUT = timedelta(seconds=30)
 DURABLE_TIMEOUT = timedelta(seconds=5)  # a durable write that should succeed
@@ -63,7 +67,6 @@ TIMEOUT_SLACK_S = 1.0  # how much later than its timeout a failing write may end
 REPLICATED_DEADLINE_S = 15.0
 CATCH_UP_DEADLINE_S = 30.0
 CHECKPOINT_DEADLINE_S = 20.0  # the engine checkpoints a non-empty memtable every 5 s
-POLL_INTERVAL_S = 0.05
 PAD_BYTES = 100_000  # the documents written while a replica is down
 LEVELS = (
     DurabilityLevel.MAJORITY,
@@ -93,26 +96,6 @@ class RunningCluster:
         """Node names holding the key's vbucket: the active, then its replicas."""
         route = self.sdk._backend.routing().bucket("default")
         return tuple(self.names[address] for address in route.holders(vbucket_of(key)))
-
-
-def durakv_cluster(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "cluster", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-
-
-def checked(*args: str) -> subprocess.CompletedProcess[str]:
-    result = durakv_cluster(*args)
-    assert result.returncode == 0, f"cluster {args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def free_base_port() -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        ports = (*range(base, base + NODES), base + launcher.MANAGER_PORT_OFFSET)
-        if all(launcher.port_is_free(f"127.0.0.1:{port}") for port in ports):
-            return base
-    raise AssertionError("no free port range found")
 
 
 def start_cluster(cluster_dir: Path, replicas: int) -> Iterator[RunningCluster]:
@@ -161,28 +144,6 @@ def running(request) -> RunningCluster:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def vbucket_of(key: str, num_vbuckets: int = VBUCKETS) -> int:
-    """Couchbase's formula, written out here as the independent oracle."""
-    return ((zlib.crc32(key.encode()) >> 16) & 0x7FFF) % num_vbuckets
-
-
-def keys_for_every_vbucket(prefix: str) -> dict[int, str]:
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < VBUCKETS:
-        key = f"{prefix}-{i}"
-        found.setdefault(vbucket_of(key), key)
-        i += 1
-    return found
-
-
-def wait_until(condition: Callable[[], bool], what: str, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {deadline_s:.0f} s waiting for: {what}"
-        time.sleep(POLL_INTERVAL_S)
 
 
 def replica_values(running: RunningCluster, key: str) -> list[object]:

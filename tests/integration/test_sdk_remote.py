@@ -24,12 +24,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
-import zlib
 from datetime import timedelta
 from types import MappingProxyType
 
@@ -52,55 +48,19 @@ from durakv.options import (
 )
 from durakv.transcoder import RawBinaryTranscoder
 
-CLI = [sys.executable, "-m", "durakv.cli.main"]
-NODES = 3
-VBUCKETS = 64  # `durakv cluster up`'s default for the `default` bucket
+from .clusterkit import (
+    NODES,
+    VBUCKETS,
+    durakv_cluster,
+    free_base_port,
+    keys_for_every_vbucket,
+)
+
 MANAGER_PORT_OFFSET = 100  # `durakv cluster up --help`: the manager listens on base + 100
-COMMAND_TIMEOUT_S = 90
 READY_TIMEOUT = timedelta(seconds=30)
 ADMIN = PasswordAuthenticator("admin", "password")
 LOCK_PROBE_TIMEOUT = timedelta(milliseconds=200)
 DURABLE_PROBE_TIMEOUT = timedelta(seconds=2)
-
-
-def vbucket_of(key: str, num_vbuckets: int = VBUCKETS) -> int:
-    """Couchbase's formula, written out here as the independent oracle."""
-    return ((zlib.crc32(key.encode()) >> 16) & 0x7FFF) % num_vbuckets
-
-
-def keys_for_every_vbucket(prefix: str, num_vbuckets: int = VBUCKETS) -> dict[int, str]:
-    """One key per vbucket: {vbucket: key}."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < num_vbuckets:
-        key = f"{prefix}-{i}"
-        found.setdefault(vbucket_of(key, num_vbuckets), key)
-        i += 1
-    return found
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port() -> int:
-    import random
-
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        if all(port_free(p) for p in (*range(base, base + NODES), base + MANAGER_PORT_OFFSET)):
-            return base
-    raise AssertionError("no free port range found")
-
-
-def durakv_cluster(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "cluster", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
