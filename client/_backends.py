@@ -130,10 +130,6 @@ class EmbeddedBackend:
 # -- one handler per operation: KVRequest -> engine call -> KVResponse ------------------------
 
 
-def _wait(req: KVRequest) -> float:
-    return req.timeout_s
-
-
 def _mutation(outcome) -> KVResponse:
     return KVResponse(
         cas=outcome.cas,
@@ -172,22 +168,22 @@ def _durable(r) -> dict[str, Any]:
 
 def _insert(b, r):
     return _mutation(b.call("insert", r.scope, r.collection, r.key, r.value, r.flags, time.time(), expiry=r.expiry,
-                            wait_s=_wait(r), **_durable(r)))  # fmt: skip
+                            wait_s=r.timeout_s, **_durable(r)))  # fmt: skip
 
 
 def _upsert(b, r):
     return _mutation(b.call("upsert", r.scope, r.collection, r.key, r.value, r.flags, time.time(), expiry=r.expiry,
-                            preserve_expiry=r.preserve_expiry, wait_s=_wait(r), **_durable(r)))  # fmt: skip
+                            preserve_expiry=r.preserve_expiry, wait_s=r.timeout_s, **_durable(r)))  # fmt: skip
 
 
 def _replace(b, r):
     return _mutation(b.call("replace", r.scope, r.collection, r.key, r.value, r.flags, time.time(), cas=r.cas,
-                            expiry=r.expiry, preserve_expiry=r.preserve_expiry, wait_s=_wait(r),
+                            expiry=r.expiry, preserve_expiry=r.preserve_expiry, wait_s=r.timeout_s,
                             **_durable(r)))  # fmt: skip
 
 
 def _remove(b, r):
-    return _mutation(b.call("remove", r.scope, r.collection, r.key, time.time(), cas=r.cas, wait_s=_wait(r),
+    return _mutation(b.call("remove", r.scope, r.collection, r.key, time.time(), cas=r.cas, wait_s=r.timeout_s,
                             **_durable(r)))  # fmt: skip
 
 
@@ -211,7 +207,7 @@ def _unlock(b, r):
 def _counter(sign: int):
     def handler(b, r):
         return _mutation(b.call("counter", r.scope, r.collection, r.key, sign * r.delta, r.initial, time.time(),
-                                expiry=r.expiry, wait_s=_wait(r), **_durable(r)))  # fmt: skip
+                                expiry=r.expiry, wait_s=r.timeout_s, **_durable(r)))  # fmt: skip
 
     return handler
 
@@ -219,7 +215,7 @@ def _counter(sign: int):
 def _concat(prepend: bool):
     def handler(b, r):
         return _mutation(b.call("concat", r.scope, r.collection, r.key, r.value, time.time(), prepend=prepend,
-                                cas=r.cas, wait_s=_wait(r), **_durable(r)))  # fmt: skip
+                                cas=r.cas, wait_s=r.timeout_s, **_durable(r)))  # fmt: skip
 
     return handler
 
