@@ -290,6 +290,8 @@ class _Session:
         now = time.monotonic()
         for vbid, stream in self.streams.items():
             producer = stream.producer
+            if stream.reading is None and not stream.backfilling and not producer.wants_backfill:
+                continue  # streaming from memory: the common case, decided cheaply
             if stream.reading is not None and stream.reading.done():
                 self._begin_backfill(vbid, stream)
             if producer.state is ProducerState.CLOSED:
@@ -373,6 +375,8 @@ class _Session:
             self._order.rotate(-1)
             stream = self.streams[vbid]
             producer = stream.producer
+            if not producer.has_output:
+                continue
             room = self.window - self.in_flight if self.window else ROUND_BYTES_MAX
             if room <= 0 and producer.state is not ProducerState.CLOSED:
                 continue

@@ -23,9 +23,11 @@ Rules (DESIGN §5, reference §3.3-3.12):
   aborts, then the snapshot end) and the persisted seqno. A disk snapshot's HCS resolves the
   tracked prepares at or below it (their commit or abort was deduplicated into the
   snapshot's documents), as does a newer prepare for the same key; `Apply` lists them.
-- Acks: a SeqnoAck (HPS, received, persisted) goes out when a stream starts, at each
-  snapshot end and each persistence advance, only while streaming and never twice with the
-  same values on one stream. BufferAck returns the flow-controlled bytes processed (counted
+- Acks: a SeqnoAck (HPS, received, persisted) goes out when a stream starts and then
+  whenever the HPS moves (at a snapshot end or a persistence advance), only while streaming:
+  the HPS is all the active's durability monitor uses, so a snapshot of commits or of
+  mutations alone is not acked (as Couchbase acks prepares only). Its received and persisted
+  seqnos are the replica's at that moment. BufferAck returns the flow-controlled bytes processed (counted
   on receipt, items.wire_size) once BUFFER_ACK_RATIO of the window has built up, and at a
   stream's end so that no ack ever mixes two streams.
 
@@ -400,8 +402,8 @@ class StreamConsumer:
         if last is not None:
             assert ack.high_prepared_seqno >= last.high_prepared_seqno, (last, ack)
             assert ack.received_seqno >= last.received_seqno and ack.persisted_seqno >= last.persisted_seqno
-            if ack == last and self._stream_acked:
-                return []
+            if self._stream_acked and ack.high_prepared_seqno == last.high_prepared_seqno:
+                return []  # only the HPS moves the active's durability monitor
         self._last_ack = ack
         self._stream_acked = True
         return [ack]

@@ -137,6 +137,21 @@ class StreamProducer:
         return ProducerState.IN_MEMORY
 
     @property
+    def has_output(self) -> bool:
+        """`next_batch` may return something (cheap; the window and a pending backfill aside)."""
+        if self._closed:
+            return self._end_message is not None
+        snapshot = self._snapshot
+        if snapshot is not None:
+            return not snapshot.marker_sent or bool(snapshot.items)
+        return bool(self._queue)
+
+    @property
+    def wants_backfill(self) -> bool:
+        """The state is BACKFILL_NEEDED (cheap)."""
+        return not self._closed and self._snapshot is None and self._cut_end + 1 < self._memory_start
+
+    @property
     def backfill_from(self) -> int | None:
         """The first seqno the shell must read from the store, when a backfill is wanted."""
         return self._cut_end + 1 if self.state is ProducerState.BACKFILL_NEEDED else None

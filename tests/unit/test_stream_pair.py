@@ -364,7 +364,10 @@ class Run:
                 producer.backfill_end()
                 self.backfill = None
         in_flight_before = producer.bytes_in_flight
+        had_output = producer.has_output
+        assert producer.wants_backfill == (producer.state.value == "backfill_needed")
         messages = producer.next_batch(self.rng.choice((60, 300, 5000)))
+        assert had_output or not messages, "has_output said nothing would come"
         self.to_consumer.extend(messages)
         # Nothing is sent with a full window; past it only by the one part that crossed it.
         parts = [wire_size(m) for m in messages if isinstance(m, SnapshotMarker)]
