@@ -42,6 +42,7 @@ from durakv.engine.manifest import DEFAULT_NAME, check_bucket_name
 from durakv.engine.vbucket import VBState
 from durakv.proto import kv_pb2, kv_pb2_grpc
 from durakv.replication.auth import AuthenticationFailed, Principal, UsersUnknown
+from durakv.replication.coalesce import let_ready_work_run
 from durakv.replication.users import Action
 
 log = logging.getLogger("durakv.node.kv")
@@ -479,6 +480,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                         break
                     wake.clear()
                     await wake.wait()
+                    await let_ready_work_run()  # answers released together leave together (coalesce.py)
                     continue
                 yield kv_pb2.OpResponseBatch(ops=_take(ready))
             try:

@@ -68,7 +68,7 @@ from durakv import __version__
 from durakv.engine.errors import EngineError, KVError, Status
 from durakv.engine.files import atomic_write
 from durakv.proto import admin_pb2, admin_pb2_grpc
-from durakv.replication import config_proto, vbmap
+from durakv.replication import config_proto, event_loop, vbmap
 from durakv.replication import users as users_mod
 from durakv.replication.cluster_config import SECRET_SIZE, ClusterConfig, ClusterConfigError, NodeState, Refusal
 from durakv.replication.manager_state import ManagerState
@@ -846,6 +846,6 @@ def run(cluster_dir: Path, *, listen: str, secret_file: Path | None, push_interv
     """Open `<cluster_dir>/manager`, then serve until told to stop; typed errors if it cannot start."""
     state = open_manager_state(cluster_dir / STATE_DIR_NAME, secret_file or cluster_dir / SECRET_FILE_NAME)
     try:
-        asyncio.run(serve(state, listen=listen, push_interval_s=push_interval_s))
+        event_loop.run(serve(state, listen=listen, push_interval_s=push_interval_s))
     finally:
         state.close()

@@ -41,7 +41,7 @@ from durakv.engine.errors import DataDirError, EngineError, KVError, Status
 from durakv.engine.files import atomic_write
 from durakv.engine.vbucket import VBState
 from durakv.proto import admin_pb2, admin_pb2_grpc, cluster_pb2, kv_pb2, replication_pb2
-from durakv.replication import node_config
+from durakv.replication import event_loop, node_config
 from durakv.replication.auth import Authenticator, bearer_metadata, users_from_proto
 from durakv.replication.kv_service import MALFORMED, KVService
 from durakv.replication.node_config import NO_VERSION, BucketPlan, ConfigError, LocalBucket, Version
@@ -261,7 +261,7 @@ class NodeOptions:
 def run(options: NodeOptions) -> int:
     """The node's main: serve until SIGTERM/SIGINT; 0 after a clean stop, 1 if it cannot start."""
     try:
-        return asyncio.run(serve(options))
+        return event_loop.run(serve(options))
     except (NodeStartError, DataDirError) as exc:
         log.error("node %s cannot start: %s", options.node_id, exc)
         return 1

@@ -48,6 +48,7 @@ from durakv.proto import replication_pb2 as pb
 
 from . import wire_items as wi
 from .auth import AuthenticationFailed, Bearer, parse_authorization
+from .coalesce import let_ready_work_run
 from .items import (
     Item,
     SeqnoAck,
@@ -585,6 +586,7 @@ class ReplicationService:
                 session.refresh()
                 due = session.backfill()
                 if await self._send(session, out):
+                    await let_ready_work_run()  # what joins the next round (coalesce.py)
                     continue  # more may be ready at once
                 now = time.monotonic()
                 if now - session.last_heard > 2 * interval:

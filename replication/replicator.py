@@ -63,6 +63,7 @@ from durakv.proto import replication_pb2_grpc
 from . import stream_consumer as sc
 from . import wire_items as wi
 from .auth import bearer_metadata
+from .coalesce import let_ready_work_run
 from .items import (
     BUFFER_ACK_RATIO,
     STREAM_BUFFER_BYTES_DEFAULT,
@@ -335,6 +336,7 @@ class _Link:
     async def _write(self, call, out: asyncio.Queue, batched: bool) -> None:
         while True:
             queued = [await out.get()]
+            await let_ready_work_run()  # the acks of what is being applied join these (coalesce.py)
             while not out.empty():
                 queued.append(out.get_nowait())
             batch: list[pb.ReplicaMessage] = []
