@@ -118,12 +118,14 @@ class EmbeddedBucket:
             return result.outcome() if result.__class__ is Pending else result
         if self._idle:
             self._wake.set()  # the maintenance thread must start watching durability timeouts
+        # The future is this coroutine's alone: a caller that gives up (cancelled RPC) cancels
+        # it, and the completion callback then finds it done and leaves it.
+        timer = None if wait_s is None else loop.call_later(wait_s, _time_out, future)
         try:
-            # shield: a caller that gives up (timeout, cancelled RPC) must not cancel the future
-            # the completion callback will resolve.
-            await asyncio.wait_for(asyncio.shield(future), wait_s)
-        except TimeoutError:
-            raise TimeoutError("the durable write did not complete in time") from None
+            await future
+        finally:
+            if timer is not None:
+                timer.cancel()
         return result.outcome()
 
     def _wake_waiters(self) -> None:
@@ -241,7 +243,15 @@ class EmbeddedBucket:
 
 
 def _wake_loop(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
-    """Resolve `future` on its loop's thread; called from whichever thread completed the SyncWrite."""
+    """Resolve `future` on its loop's thread; called from whichever thread completed the SyncWrite
+    (the loop's own, for a commit a replica's ack released: then at once, without a wake-up)."""
+    try:
+        on_loop = asyncio.get_running_loop() is loop
+    except RuntimeError:  # a thread with no loop: the WAL flusher or the maintenance thread
+        on_loop = False
+    if on_loop:
+        _set_done(future)
+        return
     try:
         loop.call_soon_threadsafe(_set_done, future)
     except RuntimeError:  # the loop is closed: nobody is waiting for the answer any more
@@ -251,6 +261,11 @@ def _wake_loop(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
 def _set_done(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _time_out(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError("the durable write did not complete in time"))
 
 
 def _expired_raw(raw: bytes, now: float) -> bool:

@@ -22,6 +22,7 @@ answer at once, and one for whatever else became ready while the previous one wa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -57,6 +58,8 @@ ANSWER_BYTES_PER_MESSAGE_MAX = 1024 * 1024
 MALFORMED = object()  # what a request that does not decode arrives as (node_server.add_service)
 _NAME_RE = re.compile(rf"[A-Za-z0-9_%\-]{{1,{NAME_LEN_MAX}}}")
 READ, WRITE = (Action.READ,), (Action.WRITE,)
+# A valid name stays valid: each is checked once (a refused one raises every time, uncached).
+_check_bucket_name = functools.lru_cache(maxsize=256)(check_bucket_name)
 
 
 @dataclass(frozen=True)
@@ -314,7 +317,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         try:
             if self.rt.config is None or principal is None:
                 raise KVError(Status.TMPFAIL, "this node has no cluster configuration yet")
-            check_bucket_name(bucket_name)
+            _check_bucket_name(bucket_name)
             if not all(principal.allows(action, bucket_name) for action in op.actions):
                 raise KVError(Status.EACCESS, f"no role allows {op.field} on bucket {bucket_name!r}")
             bucket = self.rt.bucket(bucket_name)
