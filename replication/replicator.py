@@ -47,7 +47,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -76,6 +76,7 @@ from .items import (
     ItemBatch,
     Mutation,
     Prepare,
+    ProducerMessage,
     SeqnoAck,
     SnapshotMarker,
     StreamEndReason,
@@ -370,7 +371,9 @@ class _Link:
                 self._held = held = []
                 try:
                     for message in messages:
-                        await self._on_message(message)
+                        later = self._on_message(message)
+                        if later is not None:
+                            await later
                 finally:
                     if self._held is held:
                         self._held = None
@@ -426,38 +429,66 @@ class _Link:
         self._send(wi.replica_to_proto(BufferAck(nbytes)))
 
     # -- producer messages --------------------------------------------------------------------------
-    async def _on_message(self, message: pb.ProducerMessage) -> None:
+    def _on_message(self, message: pb.ProducerMessage) -> Awaitable[None] | None:
+        """Carry out one producer message: at once, or (a rollback, a large apply) in what it returns to await."""
         kind = wi.which(message)
         if kind == "noop":
             self._send(wi.noop_replica(message.noop.sequence))
-            return
+            return None
         value = wi.producer_from_proto(message)  # WireError: the call ends
         vbid = value.vbucket
         consumer = self.replicas.consumers.get(vbid)
         if consumer is None or self.replicas.owners.get(vbid) is not self:
             raise _LinkError(f"a message for vbucket {vbid}, not streamed on this call")
+        with self._engine_refusals(vbid):
+            actions = consumer.on_message(value)
+            done = self._carry_out_now(vbid, actions)
+        if done < len(actions):
+            return self._carry_out_later(vbid, consumer, actions[done:], value)
+        self._count(value)
+        return None
+
+    async def _carry_out_later(
+        self, vbid: int, consumer: sc.StreamConsumer, actions: Sequence[sc.Action], value: ProducerMessage
+    ) -> None:
+        with self._engine_refusals(vbid):
+            await self._carry_out(vbid, consumer, actions)
+        self._count(value)
+
+    @contextlib.contextmanager
+    def _engine_refusals(self, vbid: int):
         try:
-            await self._carry_out(vbid, consumer, consumer.on_message(value))
+            yield
         except EngineError as exc:
             if isinstance(exc, StreamProtocolError):
                 raise
             # The consumer has moved on and the engine has not: rebuild it from the engine.
             self.replicas.consumers.pop(vbid, None)
             raise _LinkError(f"vbucket {vbid}: the engine refused {type(exc).__name__}: {exc}") from exc
-        if isinstance(value, SnapshotMarker | ItemBatch) and self._window:
+
+    def _count(self, value: ProducerMessage) -> None:
+        """The call's window: count a processed flow-controlled message, return the bytes when due."""
+        if self._window and isinstance(value, SnapshotMarker | ItemBatch):
             self._unacked_bytes += wire_size(value)
             if self._unacked_bytes >= self._window * BUFFER_ACK_RATIO:
                 self._buffer_ack()
 
+    def _carry_out_now(self, vbid: int, actions: Sequence[sc.Action]) -> int:
+        """Carry out the actions that need no waiting, in order; the index of the first that does."""
+        for index, action in enumerate(actions):
+            match action:
+                case sc.Apply() if len(action.items) <= APPLY_INLINE_ITEMS_MAX:
+                    self._apply(vbid, action)
+                case sc.Apply() | sc.Rollback():
+                    return index
+                case _:
+                    self._carry_out_simple(vbid, action)
+        return len(actions)
+
     async def _carry_out(self, vbid: int, consumer: sc.StreamConsumer, actions: Sequence[sc.Action]) -> None:
         bucket = self.spec.bucket
-        engine = bucket.engine
         for action in actions:
             match action:
-                case sc.AdoptFailoverLog():
-                    with bucket.lock:
-                        self._check_replica(vbid)
-                        engine.set_failover_log(vbid, list(action.failover_log))
                 case sc.Apply():
                     if len(action.items) <= APPLY_INLINE_ITEMS_MAX:
                         self._apply(vbid, action)
@@ -481,18 +512,29 @@ class _Link:
                     )
                     await self._carry_out(vbid, consumer, more)
                     self._request(vbid, self._generation)
-                case sc.StreamRefused():
-                    delay = REREQUEST_LATER_S if action.status is not Status.TMPFAIL else REREQUEST_SOON_S * 4
-                    self._request_later(vbid, delay)
-                case sc.StreamEnded():
-                    if action.reason is StreamEndReason.STATE_CHANGED:
-                        self._request_later(vbid, REREQUEST_LATER_S)
-                    elif action.reason not in (StreamEndReason.CLOSED, StreamEndReason.OK):
-                        self._request_later(vbid, REREQUEST_SOON_S)
-                case SeqnoAck():
-                    self._send(wi.replica_to_proto(action))
-                case BufferAck():
-                    self._send(wi.replica_to_proto(action))
+                case _:
+                    self._carry_out_simple(vbid, action)
+
+    def _carry_out_simple(self, vbid: int, action: sc.Action) -> None:
+        """An action carried out at once: adopt a failover log, schedule a re-request, send an ack."""
+        match action:
+            case sc.AdoptFailoverLog():
+                bucket = self.spec.bucket
+                with bucket.lock:
+                    self._check_replica(vbid)
+                    bucket.engine.set_failover_log(vbid, list(action.failover_log))
+            case sc.StreamRefused():
+                delay = REREQUEST_LATER_S if action.status is not Status.TMPFAIL else REREQUEST_SOON_S * 4
+                self._request_later(vbid, delay)
+            case sc.StreamEnded():
+                if action.reason is StreamEndReason.STATE_CHANGED:
+                    self._request_later(vbid, REREQUEST_LATER_S)
+                elif action.reason not in (StreamEndReason.CLOSED, StreamEndReason.OK):
+                    self._request_later(vbid, REREQUEST_SOON_S)
+            case SeqnoAck() | BufferAck():
+                self._send(wi.replica_to_proto(action))
+            case _:
+                raise AssertionError(f"not a simple action: {action!r}")
 
     def _apply(self, vbid: int, apply: sc.Apply) -> None:
         items = [replica_item(i) for i in apply.items]

@@ -81,6 +81,10 @@ class ConsumerState(Enum):
     ROLLING_BACK = "rolling_back"  # the shell is rolling back; then rolled_back()
 
 
+_KIND_BITS = int(SnapshotFlag.MEMORY | SnapshotFlag.DISK)
+_KINDS = (int(SnapshotFlag.MEMORY), int(SnapshotFlag.DISK))  # exactly one of the two
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaState:
     """A replica vbucket as the shell holds it (persisted, or after a rollback): what a consumer starts from."""
@@ -311,8 +315,8 @@ class StreamConsumer:
         self._expect(ConsumerState.STREAMING, "snapshot marker")
         if self._open is not None:
             raise StreamProtocolError(self.vbucket, f"marker {marker} inside an open snapshot")
-        kind = marker.flags & (SnapshotFlag.MEMORY | SnapshotFlag.DISK)
-        if kind not in (SnapshotFlag.MEMORY, SnapshotFlag.DISK):
+        kind = int(marker.flags) & _KIND_BITS
+        if kind not in _KINDS:
             raise StreamProtocolError(self.vbucket, f"marker {marker} is neither memory nor disk")
         if not marker.start_seqno <= marker.end_seqno or marker.start_seqno > self._high + 1:
             raise StreamProtocolError(self.vbucket, f"marker {marker} leaves a gap after {self._high}")

@@ -69,6 +69,8 @@ from .items import (
     wire_size,
 )
 
+_MEMORY_ACK = SnapshotFlag.MEMORY | SnapshotFlag.ACK
+
 
 class ProducerState(Enum):
     BACKFILL_NEEDED = "backfill_needed"  # waiting for the shell to start reading the store
@@ -317,9 +319,7 @@ class StreamProducer:
             item = queue.popleft()
             items.append(item)
             total += item_size(item)
-        flags = SnapshotFlag.MEMORY
-        if any(isinstance(i, Prepare) for i in items):
-            flags |= SnapshotFlag.ACK
+        flags = _MEMORY_ACK if any(isinstance(i, Prepare) for i in items) else SnapshotFlag.MEMORY
         marker = SnapshotMarker(self.vbucket, self._marker_start(), items[-1].seqno, flags)
         self._snapshot = _Snapshot(marker, items, last_seqno=items[-1].seqno)
         self._cut_end = marker.end_seqno

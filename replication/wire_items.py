@@ -73,10 +73,15 @@ def _level(vbucket: int, number: int) -> Level:
         raise WireError(vbucket, f"unknown durability level {number}") from None
 
 
+_FLAG_BITS = SnapshotFlag.MEMORY | SnapshotFlag.DISK | SnapshotFlag.CHECKPOINT | SnapshotFlag.ACK
+_FLAGS = {n: SnapshotFlag(n) for n in range(int(_FLAG_BITS) + 1)}  # every combination of known bits
+
+
 def _known_flags(vbucket: int, flags: int) -> SnapshotFlag:
-    if flags & ~int(SnapshotFlag.MEMORY | SnapshotFlag.DISK | SnapshotFlag.CHECKPOINT | SnapshotFlag.ACK):
+    known = _FLAGS.get(flags)
+    if known is None:
         raise WireError(vbucket, f"unknown snapshot flags {flags:#x}")
-    return SnapshotFlag(flags)
+    return known
 
 
 # -- items ------------------------------------------------------------------------------------
