@@ -113,7 +113,8 @@ class EmbeddedBucket:
             else:
                 loop = asyncio.get_running_loop()
                 future = loop.create_future()
-                result.add_callback(lambda _p: _wake_loop(loop, future))
+                thread = threading.get_ident()
+                result.add_callback(lambda _p: _wake_loop(loop, thread, future))
         if future is None:
             return result.outcome() if result.__class__ is Pending else result
         if self._idle:
@@ -242,14 +243,10 @@ class EmbeddedBucket:
         self.store.close()
 
 
-def _wake_loop(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
+def _wake_loop(loop: asyncio.AbstractEventLoop, loop_thread: int, future: asyncio.Future) -> None:
     """Resolve `future` on its loop's thread; called from whichever thread completed the SyncWrite
     (the loop's own, for a commit a replica's ack released: then at once, without a wake-up)."""
-    try:
-        on_loop = asyncio.get_running_loop() is loop
-    except RuntimeError:  # a thread with no loop: the WAL flusher or the maintenance thread
-        on_loop = False
-    if on_loop:
+    if threading.get_ident() == loop_thread:
         _set_done(future)
         return
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -56,8 +57,16 @@ async def _authenticate(runtime, context: grpc.aio.ServicerContext) -> Principal
 _NOT_READY = "this node has no cluster configuration yet"
 
 
-def vbucket_stats(bucket) -> list[admin_pb2.VBucketStats]:
-    """Every vbucket of `bucket` this node holds a copy of. HPS and HCS are the active's (0 elsewhere)."""
+def vbucket_stats(
+    bucket, replica_hps: Callable[[int], int | None] = lambda _vbid: None
+) -> list[admin_pb2.VBucketStats]:
+    """Every vbucket of `bucket` this node holds a copy of.
+
+    HPS: on the active, its durability monitor's; on a replica, the HPS it acknowledges to the
+    active (`replica_hps`: its stream consumer's, as failover ranks replicas by it, reference
+    §2.7), or, while no stream has been built for it since a restart, the highest persisted
+    prepare (what a restarted replica acknowledges first). HCS: the active's (0 elsewhere).
+    """
     stats = []
     with bucket.lock:
         engine = bucket.engine
@@ -67,6 +76,12 @@ def vbucket_stats(bucket) -> list[admin_pb2.VBucketStats]:
                 continue
             active = vb.state is VBState.ACTIVE
             monitor = engine.monitors[vb.vbid]
+            if active:
+                hps = monitor.high_prepared_seqno
+            else:
+                hps = replica_hps(vb.vbid)
+                if hps is None:
+                    hps = min(vb.high_prepared_seqno, vb.high_seqno)
             stats.append(
                 admin_pb2.VBucketStats(
                     vbucket=vb.vbid,
@@ -74,7 +89,7 @@ def vbucket_stats(bucket) -> list[admin_pb2.VBucketStats]:
                     uuid=vb.uuid,
                     high_seqno=vb.high_seqno,
                     persisted_seqno=vb.persisted_seqno,
-                    high_prepared_seqno=monitor.high_prepared_seqno if active else 0,
+                    high_prepared_seqno=hps,
                     high_completed_seqno=monitor.high_completed_seqno if active else 0,
                     sync_writes_pending=len(vb.prepares),
                 )
@@ -85,6 +100,10 @@ def vbucket_stats(bucket) -> list[admin_pb2.VBucketStats]:
 class NodeControlService(admin_pb2_grpc.NodeControlServicer):
     def __init__(self, runtime) -> None:
         self.rt = runtime
+
+    def _replica_hps(self, bucket_name: str) -> Callable[[int], int | None]:
+        replicator = self.rt.replicator
+        return lambda vbid: None if replicator is None else replicator.replica_hps(bucket_name, vbid)
 
     async def _cluster_only(self, context) -> None:
         principal = await _authenticate(self.rt, context)
@@ -109,7 +128,7 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
         if bucket is None:
             response.status, response.message = Status.BUCKET_NOT_FOUND, f"bucket {request.bucket[:100]!r} not found"
             return response
-        response.vbuckets.extend(vbucket_stats(bucket))
+        response.vbuckets.extend(vbucket_stats(bucket, self._replica_hps(request.bucket)))
         return response
 
 
@@ -176,7 +195,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             if bucket is None:
                 response.status, response.message = Status.BUCKET_NOT_FOUND, f"bucket {name[:100]!r} not found"
                 return response
-            vbuckets = vbucket_stats(bucket)
+            vbuckets = vbucket_stats(bucket, self._replica_hps(name))
             with bucket.lock:
                 counters = {
                     "vbuckets_active": sum(v.state == admin_pb2.VBUCKET_STATE_ACTIVE for v in vbuckets),

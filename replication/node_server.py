@@ -85,6 +85,7 @@ class NodeRuntime:
         self.buckets: dict[str, EmbeddedBucket] = {}
         self.stopping = False
         self.started_monotonic = time.monotonic()
+        self.replicator = None  # the Replicator, once serve() built it (replica HPS for failover)
         self._views: dict[str | None, cluster_pb2.ClusterConfig | None] = {}
         self._apply_lock = asyncio.Lock()
         # Called (awaited, in order) after each configuration is applied: replication follows it.
@@ -301,6 +302,7 @@ async def serve(options: NodeOptions) -> int:
         replication = ReplicationService(runtime)
         add_service(server, replication, replication_pb2.DESCRIPTOR.services_by_name["Replication"])
         replicator = Replicator(runtime, channel_options=GRPC_OPTIONS)
+        runtime.replicator = replicator
 
         async def follow_config() -> None:
             replication.topology_changed()

@@ -575,6 +575,12 @@ class Replicator:
         self._stopped = False
         self._replan_lock = asyncio.Lock()
 
+    def replica_hps(self, bucket_name: str, vbid: int) -> int | None:
+        """The HPS this node acknowledges for its replica copy of `vbid` (None: no consumer for it yet)."""
+        replicas = self._replicas.get(bucket_name)
+        consumer = None if replicas is None else replicas.consumers.get(vbid)
+        return None if consumer is None else consumer.high_prepared_seqno
+
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:

@@ -230,6 +230,13 @@ def test_failover_to_an_older_replica_loses_only_unacknowledged_writes_and_rolls
                 return vbucket_copy(running, b, vb).persisted_seqno >= acked_high
 
             wait_until(b_has_the_acked_writes, f"{b} persisted vbucket {vb} up to seqno {acked_high}")
+            # A replica reports the HPS it acknowledges (failover ranks copies by it, reference §2.7).
+            active_hps = vbucket_copy(running, a, vb).high_prepared_seqno
+            assert active_hps > 0
+            wait_until(
+                lambda: vbucket_copy(running, b, vb).high_prepared_seqno == active_hps,
+                f"{b} reports vbucket {vb}'s HPS {active_hps}",
+            )
 
             # B goes down; NONE writes reach A and, by replication, C only.
             checked("kill", "--dir", str(running.dir), b)

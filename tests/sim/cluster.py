@@ -304,6 +304,10 @@ class SimCluster:
         """The node a client sends `key` to: its vbucket's active (the only node, for now)."""
         return next(iter(self.nodes.values()))
 
+    def durability_possible(self, key: bytes) -> bool:
+        """Whether `key`'s vbucket chain can form a durable majority (one node: always)."""
+        return True
+
     # -- faults -------------------------------------------------------------------------
     def start_faults(self, options: FaultOptions, until) -> None:
         if options.kinds:

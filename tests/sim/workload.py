@@ -187,6 +187,8 @@ class Workload:
         self.writes.append(write)
         loc = engine.locate(SCOPE, COLLECTION, key)
         refusals = legal_refusals(op, history, loc.skey, cas_given)
+        if level is not Level.NONE and not self.cluster.durability_possible(key):
+            refusals.add(Status.DURABILITY_IMPOSSIBLE)  # a chain left short by a failover
         count = history.count
         now = clock.now
         durability = {"level": int(level), "timeout_ms": timeout_ms}
