@@ -174,7 +174,7 @@ class BucketCore(ReplicationMixin):
         self._fed(vb.vbid, records.Record(Kind.PREPARE, vb.vbid, cid, key, doc, level, 0, doc.seqno))
         pending = Pending()
         self._cookies[(vb.vbid, doc.seqno)] = (pending, counter)
-        self.monitors[vb.vbid].add_prepare(doc.seqno, skey, Level(level), deadline, cookie=pending)
+        self.monitors[vb.vbid].add_prepare(doc.seqno, skey, level, deadline, cookie=pending)
         if level != Level.MAJORITY:
             self.log.request_sync(lsn)
         self._drain(vb)

@@ -72,6 +72,18 @@ class Level(IntEnum):
     PERSIST_TO_MAJORITY = 3
 
 
+_LEVELS = {int(level): level for level in Level}
+
+
+def as_level(number: int) -> Level:
+    """`Level(number)` by a lookup (calling an enum class is slow on the write path); ValueError
+    for a number that is no level."""
+    level = _LEVELS.get(number)
+    if level is None:
+        raise ValueError(f"{number!r} is not a valid Level")
+    return level
+
+
 @dataclass(frozen=True)
 class Chain:
     """The nodes that hold one vbucket: the active, then the replica slots (`None` = empty slot)."""
@@ -187,7 +199,7 @@ class ActiveDurabilityMonitor:
         chain simply waits for its deadline or for a chain that can satisfy it.
         """
         self._assert_open()
-        level = Level(level)
+        level = as_level(level)
         assert level is not Level.NONE, "a NONE write is not a SyncWrite"
         assert seqno > self._last_tracked_seqno, "prepare seqnos go forward"
         # Only carried-over prepares (no deadline) may sit at or below the inherited HPS/HCS.

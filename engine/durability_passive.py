@@ -31,7 +31,7 @@ import bisect
 from collections import deque
 from dataclasses import dataclass
 
-from .durability import Level, Prepare, UnknownPrepareError
+from .durability import Level, Prepare, UnknownPrepareError, as_level
 
 
 @dataclass(slots=True)
@@ -66,7 +66,7 @@ class PassiveDurabilityMonitor:
     def add_prepare(self, seqno: int, key: bytes, level: Level) -> None:
         """A prepare received in the snapshot now open (or carried over from an active
         monitor; those at or below the initial HPS count as passed)."""
-        level = Level(level)
+        level = as_level(level)
         assert level is not Level.NONE, "a NONE write is not a SyncWrite"
         assert seqno > self._last_prepare_seqno, "prepare seqnos go forward"
         assert seqno > self._last_snapshot_end, "a prepare belongs to a snapshot not yet ended"

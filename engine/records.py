@@ -54,6 +54,8 @@ class Kind(IntEnum):
     ROLLBACK = 10
 
 
+KINDS = {int(kind): kind for kind in Kind}  # number -> Kind, a lookup (calling an enum class is slow)
+
 # The kinds that are changes of a vbucket's contents, each with a seqno of its own.
 ITEM_KINDS = frozenset({Kind.MUTATION, Kind.DELETION, Kind.EXPIRATION, Kind.PREPARE, Kind.COMMIT, Kind.ABORT})
 

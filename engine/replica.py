@@ -65,7 +65,7 @@ from .errors import EngineError, KVError, Status, WalFailedError
 from .keys import check_key, vbucket_of
 from .limits import FAILOVER_LOG_ENTRIES_MAX
 from .manifest import Manifest
-from .records import ITEM_KINDS, Kind, Record, SnapshotEnd
+from .records import ITEM_KINDS, KINDS, Kind, Record, SnapshotEnd
 from .vbucket import (
     PendingPrepare,
     VBState,
@@ -394,7 +394,7 @@ class ReplicationMixin:
         vb = self._receiving(vbid)
         assert snapshot_start <= snapshot_end and snapshot_end > vb.high_seqno, (snapshot_start, snapshot_end, vb)
         recs = [
-            Record(Kind(i.kind), vbid, i.collection_id, i.key, i.document, i.level, i.prepare_seqno, i.seqno)
+            Record(KINDS[i.kind], vbid, i.collection_id, i.key, i.document, i.level, i.prepare_seqno, i.seqno)
             for i in items
         ]
         self._check_snapshot(vb, recs, snapshot_end, disk)

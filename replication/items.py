@@ -23,7 +23,7 @@ from enum import IntEnum, IntFlag
 
 from durakv.engine import records
 from durakv.engine.document import Document
-from durakv.engine.durability import Level
+from durakv.engine.durability import Level, as_level
 from durakv.engine.errors import EngineError, Status
 
 # -- limits (bytes; counted with wire_size) ----------------------------------------------------
@@ -283,7 +283,7 @@ def document_item(collection_id: int, key: bytes, doc: Document, *, expired: boo
 def prepare_item(collection_id: int, key: bytes, doc: Document, level: int) -> Prepare:
     """A pending prepare (as the WAL or the store's `prepares` database holds it)."""
     return Prepare(
-        collection_id, key, doc.seqno, doc.rev, doc.cas, doc.flags, doc.expiry, doc.value, doc.deleted, Level(level)
+        collection_id, key, doc.seqno, doc.rev, doc.cas, doc.flags, doc.expiry, doc.value, doc.deleted, as_level(level)
     )
 
 

@@ -97,13 +97,15 @@ def vbucket_stats(
     return stats
 
 
+def _replica_hps(runtime, bucket_name: str) -> Callable[[int], int | None]:
+    """What vbucket_stats reports as a replica copy's HPS: the node's replicator's consumers'."""
+    replicator = runtime.replicator
+    return lambda vbid: None if replicator is None else replicator.replica_hps(bucket_name, vbid)
+
+
 class NodeControlService(admin_pb2_grpc.NodeControlServicer):
     def __init__(self, runtime) -> None:
         self.rt = runtime
-
-    def _replica_hps(self, bucket_name: str) -> Callable[[int], int | None]:
-        replicator = self.rt.replicator
-        return lambda vbid: None if replicator is None else replicator.replica_hps(bucket_name, vbid)
 
     async def _cluster_only(self, context) -> None:
         principal = await _authenticate(self.rt, context)
@@ -128,7 +130,7 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
         if bucket is None:
             response.status, response.message = Status.BUCKET_NOT_FOUND, f"bucket {request.bucket[:100]!r} not found"
             return response
-        response.vbuckets.extend(vbucket_stats(bucket, self._replica_hps(request.bucket)))
+        response.vbuckets.extend(vbucket_stats(bucket, _replica_hps(self.rt, request.bucket)))
         return response
 
 
@@ -195,7 +197,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             if bucket is None:
                 response.status, response.message = Status.BUCKET_NOT_FOUND, f"bucket {name[:100]!r} not found"
                 return response
-            vbuckets = vbucket_stats(bucket, self._replica_hps(name))
+            vbuckets = vbucket_stats(bucket, _replica_hps(self.rt, name))
             with bucket.lock:
                 counters = {
                     "vbuckets_active": sum(v.state == admin_pb2.VBUCKET_STATE_ACTIVE for v in vbuckets),

@@ -59,7 +59,6 @@ from .items import (
     document_item,
     item_from_record,
     prepare_item,
-    wire_size,
 )
 from .kv_service import MALFORMED
 from .stream_producer import ProducerState, StreamProducer, open_stream
@@ -381,9 +380,10 @@ class _Session:
             room = self.window - self.in_flight if self.window else ROUND_BYTES_MAX
             if room <= 0 and producer.state is not ProducerState.CLOSED:
                 continue
+            before = producer.bytes_in_flight  # it counts what it hands out as items.wire_size does
             for message in producer.next_batch(max(1, min(room, ROUND_BYTES_MAX))):
-                self.in_flight += wire_size(message)
                 out.append(wi.producer_to_proto(message))
+            self.in_flight += producer.bytes_in_flight - before
             if producer.state is ProducerState.CLOSED:  # its StreamEnd is in `out`
                 if stream.reading is not None:
                     stream.reading.cancel()

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from durakv.engine.document import store_key
-from durakv.engine.durability import Level
 from durakv.engine.durability import Prepare as TrackedPrepare
 from durakv.engine.durability_passive import PassiveDurabilityMonitor
 from durakv.engine.errors import Status
@@ -276,10 +275,10 @@ class StreamConsumer:
                 self._on_marker(message)
             case ItemBatch():
                 actions = self._on_batch(message)
-                return actions + self._count(wire_size(message))
+                return actions + self._count(message) if self._buffer_bytes else actions
             case StreamEnd():
                 return self._on_end(message)
-        return self._count(wire_size(message))
+        return self._count(message)
 
     def _expect(self, state: ConsumerState, what: str) -> None:
         if self._state is not state:
@@ -359,7 +358,7 @@ class StreamConsumer:
             pdm.complete(seqno)
         for item in items:
             if isinstance(item, Prepare):
-                pdm.add_prepare(item.seqno, store_key(self.vbucket, item.collection_id, item.key), Level(item.level))
+                pdm.add_prepare(item.seqno, store_key(self.vbucket, item.collection_id, item.key), item.level)
             elif isinstance(item, Commit | Abort):
                 pdm.complete(item.prepared_seqno)
         pdm.snapshot_end(marker.end_seqno, disk=marker.disk)
@@ -412,10 +411,10 @@ class StreamConsumer:
         self._stream_acked = True
         return [ack]
 
-    def _count(self, nbytes: int) -> list[Action]:
+    def _count(self, message: ProducerMessage) -> list[Action]:
         if not self._buffer_bytes:
             return []
-        self._unacked_bytes += nbytes
+        self._unacked_bytes += wire_size(message)
         return self.buffer_ack_now() if self._unacked_bytes >= self._ack_threshold else []
 
     def __repr__(self) -> str:

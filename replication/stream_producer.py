@@ -294,9 +294,8 @@ class StreamProducer:
         return out
 
     def _seal(self, batch: list[Item], batch_bytes: int) -> ItemBatch:
-        message = ItemBatch(self.vbucket, tuple(batch))
-        assert wire_size(message) == batch_bytes
-        return message
+        # batch_bytes == wire_size(the batch): the pair tests check it (not recomputed here, a hot path)
+        return ItemBatch(self.vbucket, tuple(batch))
 
     def _check_item(self, item: Item, marker: SnapshotMarker) -> None:
         assert item.seqno > self._last_sent_seqno, f"seqnos go forward: {item.seqno} after {self._last_sent_seqno}"
@@ -315,10 +314,12 @@ class StreamProducer:
         assert queue[0].seqno > self._cut_end and self._cut_end + 1 >= self._memory_start
         items: deque[Item] = deque()
         total = 0
-        while queue and (not items or total + item_size(queue[0]) <= self._snapshot_max):
-            item = queue.popleft()
-            items.append(item)
-            total += item_size(item)
+        while queue:
+            size = item_size(queue[0])
+            if items and total + size > self._snapshot_max:
+                break
+            items.append(queue.popleft())
+            total += size
         flags = _MEMORY_ACK if any(isinstance(i, Prepare) for i in items) else SnapshotFlag.MEMORY
         marker = SnapshotMarker(self.vbucket, self._marker_start(), items[-1].seqno, flags)
         self._snapshot = _Snapshot(marker, items, last_seqno=items[-1].seqno)

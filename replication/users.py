@@ -296,7 +296,8 @@ def without_bucket(user: User, bucket: str) -> User | None:
 
 def authorize(user: User, action: Action | str, bucket: str | None) -> bool:
     """Whether `user` may `action` on `bucket` (None: a cluster-level request)."""
-    action = Action(action)
+    if action.__class__ is not Action:
+        action = Action(action)
     return any(role.allows(action, bucket) for role in user.roles)
 
 

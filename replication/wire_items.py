@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from durakv.engine.durability import Level
+from durakv.engine.durability import Level, as_level
 from durakv.engine.errors import Status
 from durakv.proto import replication_pb2 as pb
 
@@ -68,7 +68,7 @@ def _status(vbucket: int, number: int) -> Status:
 
 def _level(vbucket: int, number: int) -> Level:
     try:
-        return Level(number)
+        return as_level(number)
     except ValueError:
         raise WireError(vbucket, f"unknown durability level {number}") from None
 

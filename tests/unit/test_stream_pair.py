@@ -368,6 +368,9 @@ class Run:
         assert producer.wants_backfill == (producer.state.value == "backfill_needed")
         messages = producer.next_batch(self.rng.choice((60, 300, 5000)))
         assert had_output or not messages, "has_output said nothing would come"
+        # The producer counts what it hands out exactly as items.wire_size does (the shell relies on it).
+        counted = sum(wire_size(m) for m in messages if isinstance(m, SnapshotMarker | ItemBatch))
+        assert producer.bytes_in_flight - in_flight_before == counted
         self.to_consumer.extend(messages)
         # Nothing is sent with a full window; past it only by the one part that crossed it.
         parts = [wire_size(m) for m in messages if isinstance(m, SnapshotMarker)]
