@@ -225,6 +225,7 @@ class _Link:
         self._window = replicator.buffer_bytes
         self._batched = True  # StreamBatched; False after the producer answered it UNIMPLEMENTED
         self._held: list[pb.ReplicaMessage] | None = None  # what carrying out the current batch produced
+        self._waiting_since: float | None = None  # monotonic: the reader has waited for a message since
         self.task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -275,6 +276,7 @@ class _Link:
         self._generation += 1
         self._out = None
         self._held = None
+        self._waiting_since = None
         for vbid in self.spec.vbuckets:
             if self.replicas.owners.get(vbid) is self:
                 del self.replicas.owners[vbid]
@@ -379,10 +381,10 @@ class _Link:
                         self._held = None
                 if held and self._out is not None:
                     self._out.put_nowait(held)
-            try:
-                messages = await asyncio.wait_for(self._receive(call, batched), 2 * interval_s)
-            except TimeoutError:
-                raise _LinkError(f"nothing heard for {2 * interval_s:.1f} s") from None
+            # Bounded by `_tick` (a timer per read would cost a task and a timer handle per message).
+            self._waiting_since = time.monotonic()
+            messages = await self._receive(call, batched)
+            self._waiting_since = None
             if messages is None:
                 return
 
@@ -390,6 +392,11 @@ class _Link:
         while True:
             await asyncio.sleep(min(BUFFER_ACK_INTERVAL_S, interval_s) / 2)
             now = time.monotonic()
+            waiting_since = self._waiting_since
+            if waiting_since is not None and now - waiting_since > 2 * interval_s:
+                # The producer sends a Noop every interval: it is gone (applying a long snapshot
+                # here does not count, the reader is not waiting then).
+                raise _LinkError(f"nothing heard for {now - waiting_since:.1f} s")
             if self._unacked_bytes and now - self._last_buffer_ack >= BUFFER_ACK_INTERVAL_S:
                 self._buffer_ack()
             elif now - self._last_sent >= interval_s:

@@ -365,3 +365,47 @@ async def _falls_back_to_stream() -> None:
         await link.stop()
         await channel.close()
         await server.stop(None)
+
+
+def test_replica_drops_a_producer_that_goes_silent_and_reconnects():
+    asyncio.run(_drops_a_silent_producer())
+
+
+async def _drops_a_silent_producer() -> None:
+    opens: asyncio.Queue = asyncio.Queue()
+
+    async def stream_batched(requests, context):  # answers Open, then never a Noop
+        first = await requests.__aiter__().__anext__()
+        opens.put_nowait((first, asyncio.get_running_loop().time()))
+        response = replication_pb2.OpenResponse(status=0, producer_node_id="mute", noop_interval_ms=100)
+        batch = replication_pb2.ProducerMessageBatch(messages=[replication_pb2.ProducerMessage(open_response=response)])
+        await context.write(batch)
+        await asyncio.sleep(30)
+
+    handler = grpc.stream_stream_rpc_method_handler(
+        stream_batched,
+        request_deserializer=replication_pb2.ReplicaMessageBatch.FromString,
+        response_serializer=replication_pb2.ProducerMessageBatch.SerializeToString,
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("durakv.replication.v1.Replication", {"StreamBatched": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    runtime = SimpleNamespace(node_id="new", version=(1, 1))
+    parent = SimpleNamespace(rt=runtime, buffer_bytes=0, channel=lambda _address: channel, secret=lambda: "s" * 64)
+    bucket = SimpleNamespace(config=SimpleNamespace(name="default"))
+    spec = replicator._LinkSpec(bucket, "", "mute", f"127.0.0.1:{port}", ())
+    link = replicator._Link(parent, spec, SimpleNamespace(owners={}, consumers={}))
+    try:
+        _, first_at = await asyncio.wait_for(opens.get(), 10)
+        # Two noop intervals without a word end the call; the link opens a new one.
+        second, second_at = await asyncio.wait_for(opens.get(), 10)
+        assert second.messages[0].WhichOneof("message") == "open"
+        assert second_at - first_at >= 0.2
+    finally:
+        await link.stop()
+        await channel.close()
+        await server.stop(None)
