@@ -53,6 +53,7 @@ class Settings:
             raise ValueError(f"auto-failover max count must be an integer, not {self.max_count!r}")
         if not 1 <= self.max_count <= MAX_COUNT_MAX:
             raise ValueError(f"auto-failover max count must be 1 to {MAX_COUNT_MAX}, not {self.max_count}")
+        object.__setattr__(self, "timeout_s", float(self.timeout_s))  # one canonical form
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ Invariants: the revision only grows, by exactly one per change; node ids, bucket
 and user names are unique; every bucket's map has `num_vbuckets` chains of
 `num_replicas` slots naming known nodes; a failed node stays listed (its id is never
 reused) but holds no slot in any map; a non-wildcard bucket in a user's role names an
-existing bucket (dropping a bucket drops those roles); `to_json` is canonical, so
+existing bucket (dropping a bucket drops those roles); the automatic-failover settings are
+valid (`auto_failover.Settings`) and its count counts automatic failovers only (reset by
+`reset_auto_failover`); `to_json` is canonical, so
 `from_json(c.to_json()) == c` and the bytes round-trip exactly.
 """
 
@@ -35,6 +37,7 @@ from durakv.engine.bucket import BucketConfig
 from durakv.engine.errors import EngineError, KVError, Status
 from durakv.engine.limits import BUCKETS_MAX
 from durakv.engine.manifest import Manifest
+from durakv.replication import auto_failover as auto_failover_mod
 from durakv.replication import users as users_mod
 from durakv.replication import vbmap as vbmap_mod
 from durakv.replication.users import ALL_BUCKETS, Role, RoleName, ScryptParams, User
@@ -131,6 +134,8 @@ class ClusterConfig:
     nodes: Mapping[str, Node] = field(default_factory=dict)  # in the order they were added
     buckets: Mapping[str, BucketEntry] = field(default_factory=dict)
     users: Mapping[str, User] = field(default_factory=dict)
+    auto_failover: auto_failover_mod.Settings = field(default_factory=auto_failover_mod.Settings)
+    auto_failover_count: int = 0  # automatic failovers since the count was last reset
 
     def __post_init__(self) -> None:
         for name in ("nodes", "buckets", "users"):
@@ -181,11 +186,14 @@ class ClusterConfig:
             raise ClusterConfigError(Refusal.NODES_MAX, f"a cluster has at most {NODES_MAX} nodes")
         return self._next(nodes={**self.nodes, node_id: Node(node_id, address)})
 
-    def mark_failed(self, node_id: str, seqnos: Mapping[str, Seqnos] | None = None) -> ClusterConfig:
+    def mark_failed(
+        self, node_id: str, seqnos: Mapping[str, Seqnos] | None = None, *, automatic: bool = False
+    ) -> ClusterConfig:
         """Hard failover of a node: every bucket's map goes through `vbmap.failover`.
 
         `seqnos` maps a bucket name to the replicas' (HPS, high seqno) positions in that
         bucket (see `vbmap.Seqnos`); a bucket or replica without one ranks lowest.
+        `automatic`: the manager decided it (auto_failover); it counts towards the max count.
         """
         node = self.nodes.get(node_id)
         if node is None:
@@ -200,7 +208,16 @@ class ClusterConfig:
             for name, entry in self.buckets.items()
         }
         nodes = {**self.nodes, node_id: dataclasses.replace(node, state=NodeState.FAILED)}
-        return self._next(nodes=nodes, buckets=buckets)
+        count = self.auto_failover_count + (1 if automatic else 0)
+        return self._next(nodes=nodes, buckets=buckets, auto_failover_count=count)
+
+    def set_auto_failover(self, settings: auto_failover_mod.Settings) -> ClusterConfig:
+        """New automatic-failover settings (the count of failovers made stays)."""
+        return self._next(auto_failover=settings)
+
+    def reset_auto_failover(self) -> ClusterConfig:
+        """Allow `max_count` automatic failovers again."""
+        return self._next(auto_failover_count=0)
 
     # -- buckets -----------------------------------------------------------------------
     def create_bucket(self, config: BucketConfig) -> ClusterConfig:
@@ -316,6 +333,12 @@ class ClusterConfig:
                 for b in self.buckets.values()
             ],
             "users": [u.to_dict() for u in self.users.values()],
+            "auto_failover": {
+                "enabled": self.auto_failover.enabled,
+                "timeout_s": self.auto_failover.timeout_s,
+                "max_count": self.auto_failover.max_count,
+                "count": self.auto_failover_count,
+            },
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
@@ -342,7 +365,12 @@ class ClusterConfig:
             revision = doc["revision"]
             if type(revision) is not int or revision < 1:
                 raise ConfigDecodeError(f"invalid revision {revision!r}")
-            config = cls(revision, doc["cluster_uuid"], doc["secret"], nodes, buckets, users)
+            auto = dict(doc.get("auto_failover", {}))  # absent: written before automatic failover existed
+            count = auto.pop("count", 0)
+            if type(count) is not int or count < 0:
+                raise ConfigDecodeError(f"invalid automatic failover count {count!r}")
+            settings = auto_failover_mod.Settings(**auto)
+            config = cls(revision, doc["cluster_uuid"], doc["secret"], nodes, buckets, users, settings, count)
             if (
                 len(nodes) != len(doc["nodes"])
                 or len(buckets) != len(doc["buckets"])

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from durakv.engine.bucket import BucketConfig
 from durakv.engine.errors import DataDirError, DataDirLockedError, FormatVersionError, KVError, Status
-from durakv.replication import manager_state, vbmap
+from durakv.replication import auto_failover, manager_state, vbmap
 from durakv.replication.cluster_config import (
     ClusterConfig,
     ClusterConfigError,
@@ -117,6 +117,37 @@ def test_mark_failed_fails_over_every_bucket_with_its_positions():
         assert "n1" not in new.defined_nodes()
     assert after.bucket("b").vbmap == vbmap.failover(config.bucket("b").vbmap, "n1")
     assert None in after.bucket("b").vbmap  # no replica: n1's vbuckets are lost
+
+
+def test_automatic_failovers_are_counted_until_reset_and_round_trip():
+    config = cluster(3).create_bucket(BucketConfig("a", num_vbuckets=4, num_replicas=2))
+    assert config.auto_failover == auto_failover.Settings() and config.auto_failover_count == 0
+    config = config.set_auto_failover(auto_failover.Settings(timeout_s=5, max_count=2))
+    by_hand = config.mark_failed("n1")
+    assert by_hand.auto_failover_count == 0  # a failover by command does not count
+    automatic = config.mark_failed("n1", automatic=True)
+    assert automatic.auto_failover_count == 1 and automatic.auto_failover.timeout_s == 5.0
+    assert ClusterConfig.from_json(automatic.to_json()) == automatic
+    assert ClusterConfig.from_json(automatic.to_json()).to_json() == automatic.to_json()
+    reset = automatic.reset_auto_failover()
+    assert reset.auto_failover_count == 0 and reset.revision == automatic.revision + 1
+
+
+def test_a_configuration_saved_before_automatic_failover_existed_gets_the_defaults():
+    doc = json.loads(cluster(3).to_json())
+    del doc["auto_failover"]
+    config = ClusterConfig.from_json(json.dumps(doc).encode())
+    assert config.auto_failover == auto_failover.Settings() and config.auto_failover_count == 0
+
+
+@pytest.mark.parametrize(
+    "auto", [{"timeout_s": 0.1}, {"max_count": 0}, {"count": -1}, {"count": "1"}, {"enabled": 1}, {"bogus": 1}]
+)
+def test_a_malformed_automatic_failover_section_is_refused(auto):
+    doc = json.loads(cluster(3).to_json())
+    doc["auto_failover"].update(auto)
+    with pytest.raises(ConfigDecodeError):
+        ClusterConfig.from_json(json.dumps(doc).encode())
 
 
 def test_drop_bucket_drops_roles_on_it():
