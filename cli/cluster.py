@@ -19,7 +19,7 @@ from click.core import ParameterSource
 
 from durakv.engine.errors import DataDirError, Status
 from durakv.engine.limits import NUM_REPLICAS_MAX, NUM_VBUCKETS_MAX
-from durakv.replication import launcher
+from durakv.replication import auto_failover, launcher
 from durakv.replication.cluster_config import NODES_MAX, ClusterConfigError
 
 FAILOVER_RPC_TIMEOUT_S = 30.0  # the manager asks the survivors for their seqnos first
@@ -324,6 +324,70 @@ def failover(cluster_dir, name, timeout_s) -> None:
         _report_not_ready(cdir, reasons, timeout_s)
         sys.exit(1)
     click.echo(f"{name} failed over (config revision {response.config_revision})")
+
+
+@cluster_group.command("auto-failover")
+@_dir_option
+@click.option("--enable/--disable", "enabled", default=None, help="Turn automatic failover on or off.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(auto_failover.TIMEOUT_S_MIN, auto_failover.TIMEOUT_S_MAX),
+    help="Seconds a node must be unreachable before the manager fails it over.",
+)
+@click.option(
+    "--max-count",
+    type=click.IntRange(1, auto_failover.MAX_COUNT_MAX),
+    help="Automatic failovers allowed until the count is reset.",
+)
+@click.option("--reset", is_flag=True, help="Reset the count of automatic failovers made.")
+def auto_failover_command(cluster_dir, enabled, timeout_s, max_count, reset) -> None:
+    """Show or change automatic failover: the manager fails over a node unreachable for the timeout.
+
+    One node at a time, on clusters of at least 3 active nodes, at most --max-count times
+    until --reset, and only when every vbucket's chain keeps a durability majority (as
+    Couchbase's auto-failover with "preserve durable writes"). New clusters: enabled, 120 s, 1.
+    """
+    import grpc
+
+    from durakv.proto import admin_pb2, admin_pb2_grpc
+
+    cdir = launcher.ClusterDir(cluster_dir)
+    with _errors():
+        spec = cdir.spec
+        metadata = (("authorization", f"Bearer {cdir.secret()}"),)
+        request = admin_pb2.AutoFailoverRequest(reset_count=reset)
+        with grpc.insecure_channel(spec.manager_address) as channel:
+            stub = admin_pb2_grpc.AdminStub(channel)
+            try:
+                if enabled is not None or timeout_s is not None or max_count is not None:
+                    current = stub.AutoFailover(
+                        admin_pb2.AutoFailoverRequest(), timeout=launcher.RPC_TIMEOUT_S * 5, metadata=metadata
+                    ).settings
+                    request.settings.CopyFrom(
+                        admin_pb2.AutoFailoverSettings(
+                            enabled=current.enabled if enabled is None else enabled,
+                            timeout_s=current.timeout_s if timeout_s is None else timeout_s,
+                            max_count=current.max_count if max_count is None else max_count,
+                        )
+                    )
+                response = stub.AutoFailover(request, timeout=launcher.RPC_TIMEOUT_S * 5, metadata=metadata)
+            except grpc.RpcError as exc:
+                raise click.ClickException(
+                    f"the cluster manager at {spec.manager_address} did not answer: {exc.code().name}"
+                ) from exc
+    if response.status != Status.SUCCESS:
+        raise click.ClickException(f"refused ({_status_name(response.status)}): {response.message}")
+    s = response.settings
+    state = "enabled" if s.enabled else "disabled"
+    click.echo(
+        f"automatic failover {state}: timeout {s.timeout_s:g} s, "
+        f"{response.count} of {s.max_count} automatic failover(s) made"
+    )
+    for node in response.unreachable:
+        click.echo(f"  {node.node_id} unreachable for {node.seconds:.1f} s")
+    if response.decision:
+        click.echo(f"  {response.decision}")
 
 
 def _status_name(status: int) -> str:

@@ -247,6 +247,48 @@ class FailoverResponse(_message.Message):
     unreachable_nodes: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., config_epoch: _Optional[int] = ..., config_revision: _Optional[int] = ..., promotions: _Optional[_Iterable[_Union[FailoverPromotion, _Mapping]]] = ..., unreachable_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class AutoFailoverSettings(_message.Message):
+    __slots__ = ("enabled", "timeout_s", "max_count")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_COUNT_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    timeout_s: float
+    max_count: int
+    def __init__(self, enabled: _Optional[bool] = ..., timeout_s: _Optional[float] = ..., max_count: _Optional[int] = ...) -> None: ...
+
+class AutoFailoverRequest(_message.Message):
+    __slots__ = ("settings", "reset_count")
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    RESET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    settings: AutoFailoverSettings
+    reset_count: bool
+    def __init__(self, settings: _Optional[_Union[AutoFailoverSettings, _Mapping]] = ..., reset_count: _Optional[bool] = ...) -> None: ...
+
+class UnreachableNode(_message.Message):
+    __slots__ = ("node_id", "seconds")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    seconds: float
+    def __init__(self, node_id: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class AutoFailoverResponse(_message.Message):
+    __slots__ = ("status", "message", "settings", "count", "unreachable", "decision")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    status: _kv_pb2.Status
+    message: str
+    settings: AutoFailoverSettings
+    count: int
+    unreachable: _containers.RepeatedCompositeFieldContainer[UnreachableNode]
+    decision: str
+    def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., settings: _Optional[_Union[AutoFailoverSettings, _Mapping]] = ..., count: _Optional[int] = ..., unreachable: _Optional[_Iterable[_Union[UnreachableNode, _Mapping]]] = ..., decision: _Optional[str] = ...) -> None: ...
+
 class VBucketStats(_message.Message):
     __slots__ = ("vbucket", "state", "uuid", "high_seqno", "persisted_seqno", "high_prepared_seqno", "high_completed_seqno", "item_count", "sync_writes_pending")
     VBUCKET_FIELD_NUMBER: _ClassVar[int]

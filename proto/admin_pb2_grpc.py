@@ -122,6 +122,11 @@ class AdminStub:
                 request_serializer=durakv_dot_proto_dot_admin__pb2.FailoverRequest.SerializeToString,
                 response_deserializer=durakv_dot_proto_dot_admin__pb2.FailoverResponse.FromString,
                 _registered_method=True)
+        self.AutoFailover = channel.unary_unary(
+                '/durakv.admin.v1.Admin/AutoFailover',
+                request_serializer=durakv_dot_proto_dot_admin__pb2.AutoFailoverRequest.SerializeToString,
+                response_deserializer=durakv_dot_proto_dot_admin__pb2.AutoFailoverResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -252,6 +257,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AutoFailover(self, request, context):
+        """Read or change the automatic-failover settings, or reset its count; admin role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -339,6 +351,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Failover,
                     request_deserializer=durakv_dot_proto_dot_admin__pb2.FailoverRequest.FromString,
                     response_serializer=durakv_dot_proto_dot_admin__pb2.FailoverResponse.SerializeToString,
+            ),
+            'AutoFailover': grpc.unary_unary_rpc_method_handler(
+                    servicer.AutoFailover,
+                    request_deserializer=durakv_dot_proto_dot_admin__pb2.AutoFailoverRequest.FromString,
+                    response_serializer=durakv_dot_proto_dot_admin__pb2.AutoFailoverResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -803,6 +820,33 @@ class Admin:
             '/durakv.admin.v1.Admin/Failover',
             durakv_dot_proto_dot_admin__pb2.FailoverRequest.SerializeToString,
             durakv_dot_proto_dot_admin__pb2.FailoverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AutoFailover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durakv.admin.v1.Admin/AutoFailover',
+            durakv_dot_proto_dot_admin__pb2.AutoFailoverRequest.SerializeToString,
+            durakv_dot_proto_dot_admin__pb2.AutoFailoverResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,7 +13,7 @@ The rules are Couchbase's (reference §4.6 and §2.7):
   partition of the manager as much as like failed nodes;
 - the cluster must have at least 3 active nodes;
 - at most `max_count` automatic failovers (default 1, at most 100) until the count is reset
-  (`reset`, `durakv cluster reset-auto-failover`), so that two sequential failovers cannot
+  (`reset`, `durakv cluster auto-failover --reset`), so that two sequential failovers cannot
   remove both nodes that held a just-committed PERSIST_TO_MAJORITY write;
 - only when every chain keeps a durability majority without the node (the
   "preserve durable writes" guard; `ClusterConfig.failover_preserves_majority`).
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 TIMEOUT_S_DEFAULT = 120.0
 TIMEOUT_S_MIN, TIMEOUT_S_MAX = 1.0, 3600.0
@@ -56,12 +57,44 @@ class Settings:
         object.__setattr__(self, "timeout_s", float(self.timeout_s))  # one canonical form
 
 
+class Verdict(StrEnum):
+    ALL_UP = "all_up"  # every active node answers
+    WAITING = "waiting"  # one node is unreachable, not yet for the timeout
+    FAIL_OVER = "fail_over"  # fail `node` over now
+    REFUSED = "refused"  # something is unreachable, and a rule forbids an automatic failover
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """`node`: fail it over now (None: nothing to do); `reason`: why, or why not."""
+    """`node`: fail it over now (None: nothing to do); `reason`: why, or why not, for people."""
 
-    node: str | None
+    verdict: Verdict
     reason: str
+    node: str | None = None
+
+
+def why_not(
+    settings: Settings, count: int, active_nodes: Iterable[str], node: str, preserves_majority: Callable[[str], bool]
+) -> str | None:
+    """The rule that forbids failing `node` over automatically now, whatever the timing; None if none does.
+
+    The configuration's own guard when it applies an automatic failover (a manual change may
+    have come between the decision and the failover)."""
+    active = set(active_nodes)
+    if not settings.enabled:
+        return "automatic failover is disabled"
+    if node not in active:
+        return f"{node} is not an active node"
+    if len(active) < NODES_MIN:
+        return f"automatic failover needs {NODES_MIN} active nodes"
+    if count >= settings.max_count:
+        return (
+            f"{count} automatic failover(s) were made already "
+            f"(max {settings.max_count}; `durakv cluster auto-failover --reset` resets the count)"
+        )
+    if not preserves_majority(node):
+        return "failing it over would leave a chain without a durability majority"
+    return None
 
 
 @dataclass
@@ -94,27 +127,21 @@ class AutoFailover:
         active = set(active_nodes)
         self.forget(active)
         if not self._unreachable_since:
-            return Decision(None, "every node answers")
+            return Decision(Verdict.ALL_UP, "every node answers")
         if not self.settings.enabled:
-            return Decision(None, "automatic failover is disabled")
+            return Decision(Verdict.REFUSED, "automatic failover is disabled")
         if len(self._unreachable_since) > 1:
             nodes = ", ".join(sorted(self._unreachable_since))
-            return Decision(None, f"several nodes are unreachable ({nodes}): none is failed over automatically")
+            reason = f"several nodes are unreachable ({nodes}): none is failed over automatically"
+            return Decision(Verdict.REFUSED, reason)
         ((node, since),) = self._unreachable_since.items()
         waited = now - since
         if waited < self.settings.timeout_s:
-            return Decision(None, f"{node} unreachable for {waited:.1f} s of {self.settings.timeout_s:g} s")
-        if len(active) < NODES_MIN:
-            return Decision(None, f"{node} is down, but automatic failover needs {NODES_MIN} active nodes")
-        if self.count >= self.settings.max_count:
-            return Decision(
-                None,
-                f"{node} is down, but {self.count} automatic failover(s) were made already "
-                f"(max {self.settings.max_count}; `durakv cluster reset-auto-failover` resets the count)",
-            )
-        if not preserves_majority(node):
-            return Decision(None, f"{node} is down, but failing it over would leave a chain without a majority")
-        return Decision(node, f"{node} unreachable for {waited:.1f} s")
+            return Decision(Verdict.WAITING, f"{node} unreachable for {waited:.1f} s of {self.settings.timeout_s:g} s")
+        refused = why_not(self.settings, self.count, active, node, preserves_majority)
+        if refused is not None:
+            return Decision(Verdict.REFUSED, f"{node} is down, but {refused}")
+        return Decision(Verdict.FAIL_OVER, f"{node} unreachable for {waited:.1f} s", node)
 
     def failed_over(self, node_id: str) -> None:
         """The manager failed `node_id` over on this object's decision."""

@@ -77,6 +77,7 @@ class Refusal(StrEnum):
     USER_NOT_FOUND = "user_not_found"
     USERS_MAX = "users_max"
     LAST_ADMIN = "last_admin"
+    AUTO_FAILOVER_REFUSED = "auto_failover_refused"
 
 
 _STATUS = {
@@ -202,6 +203,16 @@ class ClusterConfig:
             raise ClusterConfigError(Refusal.NODE_FAILED, f"node {node_id!r} has already been failed over")
         if self.active_nodes() == (node_id,):
             raise ClusterConfigError(Refusal.LAST_ACTIVE_NODE, f"node {node_id!r} is the last active node")
+        if automatic:
+            why = auto_failover_mod.why_not(
+                self.auto_failover,
+                self.auto_failover_count,
+                self.active_nodes(),
+                node_id,
+                lambda node: self.failover_preserves_majority([node]),
+            )
+            if why is not None:
+                raise ClusterConfigError(Refusal.AUTO_FAILOVER_REFUSED, f"no automatic failover of {node_id}: {why}")
         seqnos = seqnos or {}
         buckets = {
             name: dataclasses.replace(entry, vbmap=vbmap_mod.failover(entry.vbmap, node_id, seqnos.get(name)))

@@ -23,6 +23,7 @@ from durakv.replication.config_pusher import ConfigPusher
 from durakv.replication.manager_failover import FailoverChoice, failover_choices, gather_positions
 from durakv.replication.manager_state import ManagerState
 from durakv.replication.manager_users import Authenticator
+from durakv.replication.node_watch import NodeWatch
 
 log = logging.getLogger("durakv.manager")
 
@@ -37,6 +38,7 @@ class Manager:
         self.epoch = epoch
         self.auth = Authenticator()
         self.pusher = ConfigPusher(lambda: self.state.config, epoch=epoch, interval_s=push_interval_s)
+        self.watch = NodeWatch(self)  # probes the nodes; automatic failover
         self.started_at_s = time.monotonic()
         self.stopping = False
         self._change_lock = asyncio.Lock()
@@ -54,25 +56,32 @@ class Manager:
         self.pusher.kick()
         return config
 
-    async def failover(self, node_id: str) -> tuple[ClusterConfig, list[FailoverChoice], list[str]]:
+    async def failover(
+        self, node_id: str, *, automatic: bool = False
+    ) -> tuple[ClusterConfig, list[FailoverChoice], list[str]]:
         """Hard failover of `node_id`: ask the survivors for their seqnos, then mark it failed.
 
         Under the change lock throughout, so the chains the seqnos were gathered for are the
-        chains `mark_failed` rewrites. Returns the new configuration, one choice per vbucket
-        the node was active for, and the surviving nodes holding copies that did not answer.
-        Typed errors (ClusterConfigError, OSError) leave everything as it was.
+        chains `mark_failed` rewrites (and, `automatic`, the rules of automatic failover are
+        checked against the configuration it changes). Returns the new configuration, one
+        choice per vbucket the node was active for, and the surviving nodes holding copies
+        that did not answer. Typed errors (ClusterConfigError, OSError) leave everything as
+        it was.
         """
         async with self._change_lock:
             before = self.config
-            before.mark_failed(node_id)  # refuse an unknown, failed or last node before asking anyone
+            before.mark_failed(node_id, automatic=automatic)  # refuse before asking anyone
             positions, unreachable = await gather_positions(before, node_id)
             loop = asyncio.get_running_loop()
-            config = await loop.run_in_executor(None, self.state.update, lambda c: c.mark_failed(node_id, positions))
+            config = await loop.run_in_executor(
+                None, self.state.update, lambda c: c.mark_failed(node_id, positions, automatic=automatic)
+            )
         choices = failover_choices(before, config, node_id, positions)
         lost = sum(1 for choice in choices if choice.node_id is None)
         log.warning(
-            "revision %d: failed over node %s: %d vbuckets promoted, %d lost%s",
+            "revision %d: %s node %s: %d vbuckets promoted, %d lost%s",
             config.revision,
+            "automatically failed over" if automatic else "failed over",
             node_id,
             len(choices) - lost,
             lost,

@@ -13,6 +13,10 @@ revision). Users get the client form (no manifests); secret holders the full for
 a secret holder asking from behind (a node that starts, or lost its state) also makes
 the pusher push to every node at once: users and the secret travel only in pushes.
 
+AutoFailover reads the settings and the state of automatic failover (the count from the
+configuration, the unreachable nodes and the current decision from `Manager.watch`), and
+changes the settings or resets the count as configuration changes, like any other.
+
 Must never change the configuration except through `Manager.apply` or
 `Manager.failover`, or decide a change itself (that is `cluster_config`'s).
 """
@@ -28,7 +32,7 @@ import grpc
 from durakv import __version__
 from durakv.engine.errors import EngineError, KVError, Status
 from durakv.proto import admin_pb2, admin_pb2_grpc
-from durakv.replication import config_proto
+from durakv.replication import auto_failover, config_proto
 from durakv.replication.cluster_config import ClusterConfig
 from durakv.replication.manager import Manager
 from durakv.replication.manager_users import Principal, upsert_user
@@ -248,6 +252,43 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 high_prepared_seqno=hps,
                 high_seqno=high,
             )
+        return response
+
+    async def AutoFailover(self, request, context):
+        if not await self._admin(context):
+            return admin_pb2.AutoFailoverResponse(status=Status.EACCESS, message="auto-failover needs the admin role")
+        changes: list[tuple[str, Callable[[ClusterConfig], ClusterConfig]]] = []
+        if request.HasField("settings"):
+            wanted = request.settings
+            try:
+                settings = auto_failover.Settings(wanted.enabled, wanted.timeout_s, wanted.max_count)
+            except ValueError as exc:
+                return admin_pb2.AutoFailoverResponse(status=Status.EINVAL, message=str(exc))
+            state = "on" if settings.enabled else "off"
+            what = f"automatic failover {state}, {settings.timeout_s:g} s, max {settings.max_count}"
+            changes.append((what, lambda c: c.set_auto_failover(settings)))
+        if request.reset_count:
+            changes.append(("automatic failover count reset", lambda c: c.reset_auto_failover()))
+        for what, change in changes:
+            try:
+                await self._m.apply(what, change)
+            except OSError as exc:
+                log.error("could not save revision for %s: %s", what, exc)
+                return admin_pb2.AutoFailoverResponse(
+                    status=Status.TMPFAIL, message=f"cannot save the configuration: {exc}"
+                )
+        config = self._m.config
+        settings = config.auto_failover
+        response = admin_pb2.AutoFailoverResponse(
+            status=Status.SUCCESS,
+            settings=admin_pb2.AutoFailoverSettings(
+                enabled=settings.enabled, timeout_s=settings.timeout_s, max_count=settings.max_count
+            ),
+            count=config.auto_failover_count,
+            decision=self._m.watch.decision.reason,
+        )
+        for node_id, seconds in sorted(self._m.watch.unreachable().items()):
+            response.unreachable.add(node_id=node_id, seconds=seconds)
         return response
 
     async def Health(self, request, context):

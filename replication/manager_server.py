@@ -196,11 +196,13 @@ async def serve(state: ManagerState, *, listen: str, push_interval_s: float) -> 
     if not config.users:
         log.warning("the cluster has no users yet: only holders of the cluster secret can manage it")
     manager.pusher.start()
+    manager.watch.start()
     try:
         await stop.wait()
     finally:
         log.info("manager stopping")
         manager.stopping = True
+        await manager.watch.stop()
         await server.stop(SHUTDOWN_GRACE_S)
         await manager.pusher.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -312,3 +312,54 @@ def test_failover_json_status_shows_the_node_gone(tmp_path):
         assert procs["node3"]["alive"] is False
         assert procs["node1"]["active_vbuckets"] + procs["node2"]["active_vbuckets"] == VBUCKETS
         assert procs["node1"]["replica_vbuckets"] + procs["node2"]["replica_vbuckets"] < VBUCKETS
+
+
+# -- (3) automatic failover -------------------------------------------------------------------------
+
+
+def test_automatic_failover_of_a_killed_node_once_then_no_more_until_reset(tmp_path):
+    with cluster_up(tmp_path, replicas=2) as running:
+        d = str(running.dir)
+        shown = checked("auto-failover", "--dir", d).stdout
+        assert "automatic failover enabled: timeout 120 s, 0 of 1" in shown, shown
+        checked("auto-failover", "--dir", d, "--timeout", "2")
+        with sdk(running) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            keys = keys_for_every_vbucket("auto")
+            for key in keys.values():
+                coll.upsert(key, {"key": key}, durability=PERSIST, timeout=OP_TIMEOUT)
+
+            checked("kill", "--dir", d, "node2")
+            wait_until(
+                lambda: running.cdir.manager_config().nodes["node2"].state == "failed",
+                "the manager fails node2 over by itself",
+            )
+            config = running.cdir.manager_config()
+            assert config.auto_failover_count == 1
+            assert all("node2" not in running.chain(vb).defined_nodes() for vb in range(VBUCKETS))
+            # Every acknowledged PERSIST_TO_MAJORITY write is there, and durable writes go on
+            # (chains of 3 keep 2 copies: a majority).
+            for key in keys.values():
+                assert coll.get(key, timeout=OP_TIMEOUT).content_as[dict] == {"key": key}
+                coll.upsert(key, {"key": key, "after": True}, durability=PERSIST, timeout=OP_TIMEOUT)
+
+            # A second node down: the count is used up (and 2 active nodes are too few anyway).
+            checked("kill", "--dir", d, "node3")
+
+            def refused() -> bool:
+                out = checked("auto-failover", "--dir", d).stdout
+                return "node3 unreachable" in out and "node3 is down, but" in out
+
+            wait_until(refused, "the manager declines to fail node3 over")
+            assert running.cdir.manager_config().nodes["node3"].state == "active"
+            assert "1 of 1 automatic failover(s) made" in checked("auto-failover", "--dir", d).stdout
+            reset = checked("auto-failover", "--dir", d, "--reset").stdout
+            assert "0 of 1 automatic failover(s) made" in reset and "needs 3 active nodes" in reset
+
+
+def test_auto_failover_settings_out_of_range_are_refused(tmp_path):
+    with cluster_up(tmp_path, replicas=1) as running:
+        bad = durakv_cluster("auto-failover", "--dir", str(running.dir), "--timeout", "0.5")
+        assert bad.returncode != 0 and "0.5" in bad.stderr
+        off = checked("auto-failover", "--dir", str(running.dir), "--disable").stdout
+        assert "automatic failover disabled" in off

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from durakv.replication.auto_failover import AutoFailover, Settings
+from durakv.replication.auto_failover import AutoFailover, Settings, Verdict
 
 NODES = ("n1", "n2", "n3")
 KEEPS = lambda _node: True  # the majority guard holds
@@ -19,9 +19,9 @@ def auto(timeout_s: float = 5.0, max_count: int = 1, enabled: bool = True) -> Au
 def test_a_node_down_for_the_timeout_is_failed_over():
     a = auto()
     a.probe("n2", False, 100.0)
-    assert a.decide(104.9, NODES, KEEPS).node is None
+    assert a.decide(104.9, NODES, KEEPS).verdict is Verdict.WAITING
     decision = a.decide(105.0, NODES, KEEPS)
-    assert decision.node == "n2" and "5.0 s" in decision.reason
+    assert decision.verdict is Verdict.FAIL_OVER and decision.node == "n2" and "5.0 s" in decision.reason
 
 
 def test_one_answered_probe_starts_the_wait_over():
@@ -45,7 +45,7 @@ def test_two_unreachable_nodes_are_never_failed_over():
     a.probe("n2", False, 100.0)
     a.probe("n3", False, 104.0)  # not down yet, but unreachable: a partition looks the same
     decision = a.decide(200.0, ("n1", "n2", "n3", "n4"), KEEPS)
-    assert decision.node is None and "several nodes" in decision.reason
+    assert decision.verdict is Verdict.REFUSED and decision.node is None and "several nodes" in decision.reason
     a.probe("n3", True, 201.0)
     assert a.decide(201.0, ("n1", "n2", "n3", "n4"), KEEPS).node == "n2"
 
@@ -64,7 +64,7 @@ def test_max_count_then_reset():
     a.failed_over("n2")
     a.probe("n3", False, 110.0)
     decision = a.decide(120.0, ("n1", "n3", "n4"), KEEPS)
-    assert decision.node is None and "reset-auto-failover" in decision.reason
+    assert decision.node is None and "--reset" in decision.reason
     a.reset()
     assert a.decide(120.0, ("n1", "n3", "n4"), KEEPS).node == "n3"
 
@@ -85,7 +85,7 @@ def test_disabled_never_fails_over():
 def test_a_node_no_longer_active_is_forgotten():
     a = auto()
     a.probe("gone", False, 100.0)
-    assert a.decide(200.0, NODES, KEEPS).node is None
+    assert a.decide(200.0, NODES, KEEPS).verdict is Verdict.ALL_UP
     assert a.unreachable(200.0) == {}
 
 

@@ -133,6 +133,20 @@ def test_automatic_failovers_are_counted_until_reset_and_round_trip():
     assert reset.auto_failover_count == 0 and reset.revision == automatic.revision + 1
 
 
+def test_an_automatic_failover_is_refused_when_its_rules_forbid_it():
+    config = cluster(4).create_bucket(BucketConfig("a", num_vbuckets=8, num_replicas=2))
+    once = config.mark_failed("n1", automatic=True)
+    with pytest.raises(ClusterConfigError) as refused:
+        once.mark_failed("n2", automatic=True)  # max count 1
+    assert refused.value.refusal is Refusal.AUTO_FAILOVER_REFUSED and "--reset" in refused.value.message
+    with pytest.raises(ClusterConfigError, match="majority"):
+        once.reset_auto_failover().mark_failed("n2", automatic=True)  # chains of 3 would keep 1
+    off = config.set_auto_failover(auto_failover.Settings(enabled=False))
+    with pytest.raises(ClusterConfigError, match="disabled"):
+        off.mark_failed("n1", automatic=True)
+    assert off.mark_failed("n1").nodes["n1"].state is NodeState.FAILED  # by command it still goes
+
+
 def test_a_configuration_saved_before_automatic_failover_existed_gets_the_defaults():
     doc = json.loads(cluster(3).to_json())
     del doc["auto_failover"]

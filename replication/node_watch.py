@@ -1,0 +1,138 @@
+"""The cluster manager's watch over its nodes: a probe of each active node every second, and automatic failover.
+
+Owns `NodeWatch`, the shell around `auto_failover.AutoFailover`: every PROBE_INTERVAL_S it
+calls Admin.Health on every active node of the current configuration at once (a node that
+answers is up unless it says it is stopping; an error or no answer within PROBE_TIMEOUT_S
+is a failed probe), hands each result to the core with the time, and asks it for a
+decision under the configuration's settings and count. A decision to fail a node over is
+carried out exactly as `durakv cluster failover` does (`Manager.failover`, automatic: the
+configuration checks the rules again under the change lock, counts it, persists it).
+What the core says and why is logged when it changes, and kept for Admin.AutoFailover.
+
+Must never decide on its own (the core does), fail over a node that is not active in the
+current configuration, or block the event loop: probes are concurrent and bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+
+from durakv.engine.errors import EngineError
+from durakv.proto import admin_pb2, admin_pb2_grpc
+from durakv.replication.auto_failover import AutoFailover, Decision, Verdict
+from durakv.replication.config_pusher import CHANNEL_OPTIONS
+
+log = logging.getLogger("durakv.manager")
+
+PROBE_INTERVAL_S = 1.0
+PROBE_TIMEOUT_S = 1.0
+
+
+class NodeWatch:
+    """Probes the active nodes of `manager`'s configuration and fails one over when the core decides."""
+
+    def __init__(self, manager, *, interval_s: float = PROBE_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+        self._m = manager
+        self._interval_s = interval_s
+        self._clock = clock
+        self.core = AutoFailover()
+        self.decision = Decision(Verdict.ALL_UP, "no probe yet")
+        self._logged: tuple[frozenset[str], str | None] = (frozenset(), None)
+        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for _, channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+    def unreachable(self) -> dict[str, float]:
+        """node -> seconds its probes have failed."""
+        return self.core.unreachable(self._clock())
+
+    async def _run(self) -> None:
+        while True:
+            started = self._clock()
+            try:
+                await self._round()
+            except Exception:  # a bug: logged, and the watch goes on
+                log.exception("node watch round failed")
+            await asyncio.sleep(max(0.0, self._interval_s - (self._clock() - started)))
+
+    async def _round(self) -> None:
+        config = self._m.config
+        active = config.active_nodes()
+        results = await asyncio.gather(*(self._probe(node_id, config.nodes[node_id].address) for node_id in active))
+        now = self._clock()
+        for node_id, ok in zip(active, results, strict=True):
+            self.core.probe(node_id, ok, now)
+        config = self._m.config  # the latest: a change may have come during the probes
+        self.core.settings, self.core.count = config.auto_failover, config.auto_failover_count
+        decision = self.core.decide(now, config.active_nodes(), lambda node: config.failover_preserves_majority([node]))
+        self._log(decision, now)
+        self.decision = decision
+        if decision.node is not None:
+            await self._fail_over(decision.node)
+
+    def _log(self, decision: Decision, now: float) -> None:
+        """Log what changed: which nodes are unreachable, and why one is or is not failed over."""
+        unreachable = frozenset(self.core.unreachable(now))
+        waiting = decision.verdict is Verdict.WAITING
+        key = (unreachable, None if waiting else decision.reason)
+        if key == self._logged:
+            return
+        if unreachable != self._logged[0]:
+            gone, back = unreachable - self._logged[0], self._logged[0] - unreachable
+            for node_id in sorted(gone):
+                log.warning("node %s does not answer its probes", node_id)
+            for node_id in sorted(back):
+                log.info("node %s answers its probes again", node_id)
+        if not waiting and unreachable:
+            log.warning("automatic failover: %s", decision.reason)
+        self._logged = key
+
+    async def _fail_over(self, node_id: str) -> None:
+        try:
+            await self._m.failover(node_id, automatic=True)
+        except (EngineError, OSError) as exc:
+            log.warning("automatic failover of %s not done: %s", node_id, exc)
+            return
+        self.core.failed_over(node_id)
+        await self._close_channel(node_id)
+
+    async def _probe(self, node_id: str, address: str) -> bool:
+        stub = admin_pb2_grpc.AdminStub(await self._channel(node_id, address))
+        try:
+            health = await stub.Health(admin_pb2.HealthRequest(), timeout=PROBE_TIMEOUT_S)
+        except grpc.aio.AioRpcError:
+            await self._close_channel(node_id)  # a fresh connection next time, no backoff carried over
+            return False
+        return health.state != admin_pb2.HEALTH_STATE_STOPPING and health.node_id == node_id
+
+    async def _channel(self, node_id: str, address: str) -> grpc.aio.Channel:
+        held = self._channels.get(node_id)
+        if held is not None and held[0] != address:
+            await self._close_channel(node_id)
+            held = None
+        if held is None:
+            held = (address, grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+            self._channels[node_id] = held
+        return held[1]
+
+    async def _close_channel(self, node_id: str) -> None:
+        held = self._channels.pop(node_id, None)
+        if held is not None:
+            await held[1].close()
