@@ -2,7 +2,7 @@
 stream cores over a simulated network, replica crashes and power cuts, drops and partitions,
 and a crash of the active followed by a hard failover.
 
-`DURAKV_SIM_MULTINODE_SEEDS` sets how many seeds the sweep runs (default 150, within
+`DURAKV_SIM_MULTINODE_SEEDS` sets how many seeds the sweep runs (default 300, within
 SWEEP_BUDGET_S seconds); `DURAKV_SIM_SEED_START` where it starts. A failure names the seed
 and `python -m tests.sim.run --multinode --seed N`, which replays it with its trace.
 """
@@ -22,7 +22,7 @@ from durakv.engine.durability import Chain, Level
 from .multinode import MultiConfig, MultiNodeFailure, run_multinode
 
 ROOT = Path(__file__).resolve().parents[2]
-SWEEP_SEEDS = int(os.environ.get("DURAKV_SIM_MULTINODE_SEEDS", "150"))
+SWEEP_SEEDS = int(os.environ.get("DURAKV_SIM_MULTINODE_SEEDS", "300"))
 SWEEP_SEED_START = int(os.environ.get("DURAKV_SIM_SEED_START", "0"))
 SWEEP_BUDGET_S = 25.0  # tests/sim as a whole stays around a minute and a half
 SWEEP_SEEDS_MIN = 40  # fewer than this in the budget: the harness got slow
