@@ -44,6 +44,7 @@ from durakv.engine.vbucket import VBState
 from durakv.proto import kv_pb2, kv_pb2_grpc
 from durakv.replication.auth import AuthenticationFailed, Principal, UsersUnknown
 from durakv.replication.coalesce import let_ready_work_run
+from durakv.replication.grpc_handlers import MALFORMED
 from durakv.replication.users import Action
 
 log = logging.getLogger("durakv.node.kv")
@@ -55,7 +56,6 @@ PIPELINE_IN_FLIGHT_MAX = 256  # per stream; the node stops reading while this ma
 ANSWERS_PER_MESSAGE_MAX = 1024
 ANSWER_BYTES_PER_MESSAGE_MAX = 1024 * 1024
 
-MALFORMED = object()  # what a request that does not decode arrives as (node_server.add_service)
 _NAME_RE = re.compile(rf"[A-Za-z0-9_%\-]{{1,{NAME_LEN_MAX}}}")
 READ, WRITE = (Action.READ,), (Action.WRITE,)
 # A valid name stays valid: each is checked once (a refused one raises every time, uncached).

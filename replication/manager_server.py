@@ -40,7 +40,7 @@ import grpc
 
 from durakv.engine.errors import EngineError
 from durakv.engine.files import atomic_write
-from durakv.proto import admin_pb2_grpc
+from durakv.proto import admin_pb2
 from durakv.replication import event_loop
 from durakv.replication.cluster_config import SECRET_SIZE, ClusterConfig
 from durakv.replication.config_pusher import (
@@ -52,6 +52,7 @@ from durakv.replication.config_pusher import (
     ConfigPusher,
     NodePushState,
 )
+from durakv.replication.grpc_handlers import add_service
 from durakv.replication.manager import CONFIG_EPOCH, Manager
 from durakv.replication.manager_admin import MANAGER_ID, AdminService
 from durakv.replication.manager_failover import (
@@ -171,7 +172,7 @@ async def serve(state: ManagerState, *, listen: str, push_interval_s: float) -> 
     """Serve Admin on `listen` until SIGTERM or SIGINT, then stop cleanly. ListenError if it cannot bind."""
     manager = Manager(state, push_interval_s=push_interval_s)
     server = grpc.aio.server(options=[*CHANNEL_OPTIONS[:2], ("grpc.so_reuseport", 0)])
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(manager), server)
+    add_service(server, AdminService(manager), admin_pb2.DESCRIPTOR.services_by_name["Admin"])
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError as exc:

@@ -32,9 +32,6 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
-from google.protobuf.descriptor import ServiceDescriptor
-from google.protobuf.message import DecodeError
-from google.protobuf.message_factory import GetMessageClass
 
 from durakv.engine.embedded import EmbeddedBucket, EmbeddedNode
 from durakv.engine.errors import DataDirError, EngineError, KVError, Status
@@ -43,7 +40,8 @@ from durakv.engine.vbucket import VBState
 from durakv.proto import admin_pb2, admin_pb2_grpc, cluster_pb2, kv_pb2, replication_pb2
 from durakv.replication import event_loop, node_config
 from durakv.replication.auth import Authenticator, bearer_metadata, users_from_proto
-from durakv.replication.kv_service import MALFORMED, KVService
+from durakv.replication.grpc_handlers import add_service
+from durakv.replication.kv_service import KVService
 from durakv.replication.node_config import NO_VERSION, BucketPlan, ConfigError, LocalBucket, Version
 from durakv.replication.node_control import AdminService, NodeControlService
 from durakv.replication.replication_service import ReplicationService
@@ -331,57 +329,6 @@ async def serve(options: NodeOptions) -> int:
             await loop.run_in_executor(None, embedded.close)
     log.info("node %s stopped cleanly", options.node_id)
     return 0
-
-
-def add_service(server: grpc.aio.Server, servicer, service: ServiceDescriptor) -> None:
-    """Register `servicer`'s methods for `service`, answering requests that do not decode.
-
-    The generated registration (`add_*Servicer_to_server`) ends such a call with an error and
-    logs a traceback per request. Here a malformed request is answered with EINVAL in its
-    response (kv.proto, "Limits"); a response without a status (BatchResponse) ends the call
-    INVALID_ARGUMENT; a malformed Pipeline item reaches the servicer as `MALFORMED`.
-    """
-    handlers = {}
-    for method in service.methods:
-        parse = _tolerant(GetMessageClass(method.input_type))
-        response_cls = GetMessageClass(method.output_type)
-        call = getattr(servicer, method.name)
-        if method.client_streaming and method.server_streaming:
-            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                call, request_deserializer=parse, response_serializer=response_cls.SerializeToString
-            )
-        else:
-            assert not method.client_streaming and not method.server_streaming, method.full_name
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _guarded(call, response_cls),
-                request_deserializer=parse,
-                response_serializer=response_cls.SerializeToString,
-            )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-    server.add_registered_method_handlers(service.full_name, handlers)
-
-
-def _tolerant(message_cls):
-    def parse(data: bytes):
-        try:
-            return message_cls.FromString(data)
-        except DecodeError:
-            return MALFORMED
-
-    return parse
-
-
-def _guarded(call, response_cls):
-    has_status = "status" in response_cls.DESCRIPTOR.fields_by_name
-
-    async def handler(request, context):
-        if request is not MALFORMED:
-            return await call(request, context)
-        if not has_status:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request does not decode")
-        return response_cls(status=Status.EINVAL, message="the request does not decode")
-
-    return handler
 
 
 async def pull_config(runtime: NodeRuntime, channel: grpc.aio.Channel, manager: str) -> None:

@@ -49,6 +49,7 @@ from durakv.proto import replication_pb2 as pb
 from . import wire_items as wi
 from .auth import AuthenticationFailed, Bearer, parse_authorization
 from .coalesce import let_ready_work_run
+from .grpc_handlers import MALFORMED
 from .items import (
     Item,
     SeqnoAck,
@@ -60,7 +61,6 @@ from .items import (
     item_from_record,
     prepare_item,
 )
-from .kv_service import MALFORMED
 from .stream_producer import ProducerState, StreamProducer, open_stream
 
 log = logging.getLogger("durakv.node.replication")

@@ -477,3 +477,15 @@ def test_manager_pusher_node_gets_every_revision_even_after_downtime(cluster):
         wait_until(lambda: len(node.pushes) > pushes_before, "a push after a pull from behind")
     finally:
         node.stop()
+
+
+def test_manager_answers_a_request_that_does_not_decode_einval_and_changes_nothing(manager):
+    before = revision(manager)
+    garbage = b"\xff\xff\xff\xff not a protobuf message"
+    raw = manager.channel.unary_unary("/durakv.admin.v1.Admin/CreateBucket")
+    answer = admin_pb2.ChangeResponse.FromString(raw(garbage, metadata=basic(*ADMIN), timeout=RPC_TIMEOUT_S))
+    assert answer.status == Status.EINVAL and "does not decode" in answer.message
+    assert revision(manager) == before
+    assert (
+        manager.admin.Health(admin_pb2.HealthRequest(), timeout=RPC_TIMEOUT_S).state == admin_pb2.HEALTH_STATE_SERVING
+    )
