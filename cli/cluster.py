@@ -326,6 +326,52 @@ def failover(cluster_dir, name, timeout_s) -> None:
     click.echo(f"{name} failed over (config revision {response.config_revision})")
 
 
+@cluster_group.command()
+@_dir_option
+@_name_argument
+@_ready_timeout_option
+def recover(cluster_dir, name, timeout_s) -> None:
+    """Bring a failed-over node back: active again, and a replica wherever a copy is missing.
+
+    Its old copies are replaced by streams from the actives (rolled back where they diverged);
+    the actives stay where the failover put them (moving some back is rebalance, not done).
+    Start the node (`durakv cluster start NODE`) before or after; when it runs, waits until
+    every running node serves the new configuration.
+    """
+    import grpc
+
+    from durakv.proto import admin_pb2, admin_pb2_grpc
+
+    cdir = launcher.ClusterDir(cluster_dir)
+    with _errors():
+        spec = cdir.spec
+        if name not in spec.nodes:
+            raise launcher.UnknownProcessError(f"{name!r} is not a node of this cluster ({', '.join(spec.nodes)})")
+        metadata = (("authorization", f"Bearer {cdir.secret()}"),)
+        with grpc.insecure_channel(spec.manager_address) as channel:
+            try:
+                response = admin_pb2_grpc.AdminStub(channel).Recover(
+                    admin_pb2.RecoverRequest(node_id=name), timeout=launcher.RPC_TIMEOUT_S * 10, metadata=metadata
+                )
+            except grpc.RpcError as exc:
+                raise click.ClickException(
+                    f"the cluster manager at {spec.manager_address} did not answer: {exc.code().name}"
+                ) from exc
+    if response.status != Status.SUCCESS:
+        raise click.ClickException(f"recovery of {name} refused ({_status_name(response.status)}): {response.message}")
+    click.echo(f"{name} recovered at config revision {response.config_revision}", err=True)
+    running = [n for n in spec.nodes if launcher.running_pid(cdir, n) is not None]
+    if name not in running:
+        click.echo(f"{name} is not running: `durakv cluster start --dir {cdir.path} {name}` starts it")
+        return
+    with _errors():
+        reasons = launcher.wait_ready(cdir, running, timeout_s)
+    if reasons:
+        _report_not_ready(cdir, reasons, timeout_s)
+        sys.exit(1)
+    click.echo(f"{name} recovered (config revision {response.config_revision})")
+
+
 @cluster_group.command("auto-failover")
 @_dir_option
 @click.option("--enable/--disable", "enabled", default=None, help="Turn automatic failover on or off.")

@@ -247,6 +247,12 @@ class FailoverResponse(_message.Message):
     unreachable_nodes: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., config_epoch: _Optional[int] = ..., config_revision: _Optional[int] = ..., promotions: _Optional[_Iterable[_Union[FailoverPromotion, _Mapping]]] = ..., unreachable_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class RecoverRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
 class AutoFailoverSettings(_message.Message):
     __slots__ = ("enabled", "timeout_s", "max_count")
     ENABLED_FIELD_NUMBER: _ClassVar[int]

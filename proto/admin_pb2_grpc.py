@@ -122,6 +122,11 @@ class AdminStub:
                 request_serializer=durakv_dot_proto_dot_admin__pb2.FailoverRequest.SerializeToString,
                 response_deserializer=durakv_dot_proto_dot_admin__pb2.FailoverResponse.FromString,
                 _registered_method=True)
+        self.Recover = channel.unary_unary(
+                '/durakv.admin.v1.Admin/Recover',
+                request_serializer=durakv_dot_proto_dot_admin__pb2.RecoverRequest.SerializeToString,
+                response_deserializer=durakv_dot_proto_dot_admin__pb2.ChangeResponse.FromString,
+                _registered_method=True)
         self.AutoFailover = channel.unary_unary(
                 '/durakv.admin.v1.Admin/AutoFailover',
                 request_serializer=durakv_dot_proto_dot_admin__pb2.AutoFailoverRequest.SerializeToString,
@@ -257,6 +262,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Recover(self, request, context):
+        """Bring a failed-over node back as a replica of the vbuckets missing a copy; admin role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AutoFailover(self, request, context):
         """Read or change the automatic-failover settings, or reset its count; admin role.
         """
@@ -351,6 +363,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Failover,
                     request_deserializer=durakv_dot_proto_dot_admin__pb2.FailoverRequest.FromString,
                     response_serializer=durakv_dot_proto_dot_admin__pb2.FailoverResponse.SerializeToString,
+            ),
+            'Recover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Recover,
+                    request_deserializer=durakv_dot_proto_dot_admin__pb2.RecoverRequest.FromString,
+                    response_serializer=durakv_dot_proto_dot_admin__pb2.ChangeResponse.SerializeToString,
             ),
             'AutoFailover': grpc.unary_unary_rpc_method_handler(
                     servicer.AutoFailover,
@@ -820,6 +837,33 @@ class Admin:
             '/durakv.admin.v1.Admin/Failover',
             durakv_dot_proto_dot_admin__pb2.FailoverRequest.SerializeToString,
             durakv_dot_proto_dot_admin__pb2.FailoverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Recover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durakv.admin.v1.Admin/Recover',
+            durakv_dot_proto_dot_admin__pb2.RecoverRequest.SerializeToString,
+            durakv_dot_proto_dot_admin__pb2.ChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,7 @@ class Refusal(StrEnum):
     ADDRESS_IN_USE = "address_in_use"
     NODE_NOT_FOUND = "node_not_found"
     NODE_FAILED = "node_failed"
+    NODE_NOT_FAILED = "node_not_failed"
     LAST_ACTIVE_NODE = "last_active_node"
     NO_ACTIVE_NODE = "no_active_node"
     NODES_MAX = "nodes_max"
@@ -221,6 +222,22 @@ class ClusterConfig:
         nodes = {**self.nodes, node_id: dataclasses.replace(node, state=NodeState.FAILED)}
         count = self.auto_failover_count + (1 if automatic else 0)
         return self._next(nodes=nodes, buckets=buckets, auto_failover_count=count)
+
+    def recover_node(self, node_id: str) -> ClusterConfig:
+        """A failed-over node back in the cluster: active again, and a replica in every chain with
+        an empty slot (`vbmap.add_back`). Its old copies are replaced by streams from the actives
+        (rolled back where they diverged). Moving actives to it is rebalance (not implemented)."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise ClusterConfigError(Refusal.NODE_NOT_FOUND, f"node {node_id!r} not found")
+        if node.state is not NodeState.FAILED:
+            raise ClusterConfigError(Refusal.NODE_NOT_FAILED, f"node {node_id!r} has not been failed over")
+        buckets = {
+            name: dataclasses.replace(entry, vbmap=vbmap_mod.add_back(entry.vbmap, node_id))
+            for name, entry in self.buckets.items()
+        }
+        nodes = {**self.nodes, node_id: dataclasses.replace(node, state=NodeState.ACTIVE)}
+        return self._next(nodes=nodes, buckets=buckets)
 
     def set_auto_failover(self, settings: auto_failover_mod.Settings) -> ClusterConfig:
         """New automatic-failover settings (the count of failovers made stays)."""

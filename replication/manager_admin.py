@@ -254,6 +254,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             )
         return response
 
+    async def Recover(self, request, context):
+        node_id = request.node_id
+        return await self._change(context, f"recovered node {node_id[:64]}", lambda c: c.recover_node(node_id))
+
     async def AutoFailover(self, request, context):
         if not await self._admin(context):
             return admin_pb2.AutoFailoverResponse(status=Status.EACCESS, message="auto-failover needs the admin role")

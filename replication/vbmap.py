@@ -151,6 +151,21 @@ def failover(vbmap: VBucketMap, failed_node: str, seqnos: Seqnos | None = None) 
     return tuple(result)
 
 
+def add_back(vbmap: VBucketMap, node: str) -> VBucketMap:
+    """The map with `node` (recovered after a failover) in the first empty replica slot of every
+    chain that does not hold it, so each vbucket gets back the copy it lost. Actives stay where
+    they are (moving some back to `node` is rebalance); a lost vbucket (`None`) stays lost."""
+    result: list[Chain | None] = []
+    for chain in vbmap:
+        if chain is None or node in chain.defined_nodes() or None not in chain.replicas:
+            result.append(chain)
+            continue
+        replicas = list(chain.replicas)
+        replicas[replicas.index(None)] = node
+        result.append(Chain(chain.active, tuple(replicas)))
+    return tuple(result)
+
+
 def failover_preserves_majority(vbmap: VBucketMap, failed_nodes: Iterable[str]) -> bool:
     """Whether every chain keeps at least ceil(chain length / 2) defined nodes without `failed_nodes`.
 

@@ -363,3 +363,54 @@ def test_auto_failover_settings_out_of_range_are_refused(tmp_path):
         assert bad.returncode != 0 and "0.5" in bad.stderr
         off = checked("auto-failover", "--dir", str(running.dir), "--disable").stdout
         assert "automatic failover disabled" in off
+
+
+# -- (4) recovering a failed-over node --------------------------------------------------------------
+
+
+def test_a_failed_over_node_recovers_as_a_replica_of_every_vbucket_missing_a_copy(tmp_path):
+    with cluster_up(tmp_path, replicas=2) as running:
+        d = str(running.dir)
+        with sdk(running) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            before = keys_for_every_vbucket("before")
+            for key in before.values():
+                coll.upsert(key, {"key": key}, durability=PERSIST, timeout=OP_TIMEOUT)
+            checked("kill", "--dir", d, "node2")
+            checked("failover", "--dir", d, "node2")
+            during = keys_for_every_vbucket("during")
+            for key in during.values():
+                coll.upsert(key, {"key": key}, durability=PERSIST, timeout=OP_TIMEOUT)
+
+            refused = durakv_cluster("recover", "--dir", d, "node3")
+            assert refused.returncode != 0 and "has not been failed over" in refused.stderr
+            checked("start", "--dir", d, "node2")
+            out = checked("recover", "--dir", d, "node2")
+            assert "node2 recovered" in out.stdout, out
+
+            config = running.cdir.manager_config()
+            assert config.nodes["node2"].state == "active"
+            chains = [running.chain(vb) for vb in range(VBUCKETS)]
+            assert all("node2" in c.replicas and None not in c.replicas for c in chains), chains
+
+            def node2_caught_up() -> bool:
+                for vb, chain in enumerate(chains):
+                    mine, theirs = vbucket_copy(running, "node2", vb), vbucket_copy(running, chain.active, vb)
+                    if mine is None or mine.state != admin_pb2.VBUCKET_STATE_REPLICA:
+                        return False
+                    if mine.high_seqno != theirs.high_seqno:
+                        return False
+                return True
+
+            wait_until(node2_caught_up, "node2 holds every vbucket's history as a replica")
+            # The SDK learns the new map by polling; then every key has its three copies again.
+            wait_until(lambda: len(list(coll.get_all_replicas(before[0], timeout=OP_TIMEOUT))) == 3, "3 copies")
+            for key in [*before.values(), *during.values()]:
+                copies = list(coll.get_all_replicas(key, timeout=OP_TIMEOUT))
+                assert len(copies) == 3 and all(c.content_as[dict] == {"key": key} for c in copies), key
+
+            # node2's copies count again: with node3 failed over too, node2 is promoted where needed.
+            checked("kill", "--dir", d, "node3")
+            checked("failover", "--dir", d, "node3")
+            for key in [*before.values(), *during.values()]:
+                assert coll.get(key, timeout=OP_TIMEOUT).content_as[dict] == {"key": key}

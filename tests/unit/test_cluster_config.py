@@ -147,6 +147,22 @@ def test_an_automatic_failover_is_refused_when_its_rules_forbid_it():
     assert off.mark_failed("n1").nodes["n1"].state is NodeState.FAILED  # by command it still goes
 
 
+def test_recover_node_makes_it_active_and_a_replica_where_a_copy_is_missing():
+    config = cluster(3).create_bucket(BucketConfig("a", num_vbuckets=8, num_replicas=1))
+    failed = config.mark_failed("n2")
+    with pytest.raises(ClusterConfigError) as refused:
+        config.recover_node("n2")
+    assert refused.value.refusal is Refusal.NODE_NOT_FAILED
+    with pytest.raises(ClusterConfigError) as unknown:
+        failed.recover_node("n9")
+    assert unknown.value.refusal is Refusal.NODE_NOT_FOUND
+    back = failed.recover_node("n2")
+    assert back.nodes["n2"].state is NodeState.ACTIVE and back.revision == failed.revision + 1
+    for chain in back.bucket("a").vbmap:
+        assert chain.active != "n2" and None not in chain.replicas
+    assert ClusterConfig.from_json(back.to_json()) == back
+
+
 def test_a_configuration_saved_before_automatic_failover_existed_gets_the_defaults():
     doc = json.loads(cluster(3).to_json())
     del doc["auto_failover"]

@@ -272,3 +272,37 @@ def test_decode_map_bad_input_raises(raw):
 
 def test_index_form_uses_server_list_and_minus_one():
     assert vbmap.index_form(MAP, ["c", "b", "a"], 2) == [[2, 1, 0], [1, 0, -1], [-1, -1, -1], [0, 2, 1]]
+
+
+# -- adding a failed-over node back ---------------------------------------------------------------
+def test_add_back_fills_the_first_empty_slot_of_chains_without_the_node():
+    before = (
+        Chain("a", ("b", None)),  # the node's slot was emptied by the failover
+        Chain("b", (None, None)),
+        Chain("a", ("c", "b")),  # full: unchanged
+        Chain("c", ("n", None)),  # already holds the node: unchanged
+        None,  # lost: stays lost
+    )
+    assert vbmap.add_back(before, "n") == (
+        Chain("a", ("b", "n")),
+        Chain("b", ("n", None)),
+        Chain("a", ("c", "b")),
+        Chain("c", ("n", None)),
+        None,
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(nodes=st.integers(2, 6), replicas=st.integers(1, 3), vbuckets=st.integers(1, 64), pick=st.integers(0, 5))
+def test_failover_then_add_back_restores_every_copy_count(nodes, replicas, vbuckets, pick):
+    names = [f"n{i}" for i in range(nodes)]
+    planned = plan_map(names, vbuckets, replicas)
+    failed = names[pick % nodes]
+    back = vbmap.add_back(failover(planned, failed), failed)
+    for old, new in zip(planned, back, strict=True):
+        if new is None:  # the failed node held its only copy
+            assert old is not None and old.defined_nodes() == (failed,)
+            continue
+        assert len(new.defined_nodes()) == len(old.defined_nodes())
+        assert set(new.defined_nodes()) == set(old.defined_nodes())
+        assert new.active != failed  # actives stay where the failover put them
