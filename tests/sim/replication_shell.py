@@ -396,6 +396,10 @@ class Replication:
             node = self.cluster.nodes[link.replica]
             if not node.serving or node.engine is None or link.consumer is None:
                 return False
+            if link.consumer.state is not sc.ConsumerState.STREAMING:
+                # Only an accepted stream request proves the copy's history is the active's: an
+                # old active that rejoined can reach the same high seqno on a branch of its own.
+                return False
             active = self.active_of(link.vbucket).engine
             assert active is not None
             if node.engine.vbuckets[link.vbucket].high_seqno != active.vbuckets[link.vbucket].high_seqno:
