@@ -3,7 +3,7 @@
 Owns the pieces of a failover that do not depend on the replication shell:
 - `replica_positions`: each surviving copy's (HPS, high seqno) exactly as the cluster manager
   gathers them: the node's own report (`node_control.vbucket_stats`, the real code) turned
-  into a position as `manager_server.gather_positions` turns it (replica copies only);
+  into a position as `manager_failover.gather_positions` turns it (replica copies only);
 - `promote`: the new map, from the real planner (`vbmap.failover`: the replica with the
   highest (HPS, high seqno), ties to the earlier slot), never a rule of its own. A replica
   copy's HPS is the one its stream consumer acknowledges (as a node's replicator reports it);

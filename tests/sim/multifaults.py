@@ -10,7 +10,7 @@ most once per run) a crash of the active followed by a hard failover:
    before the failover;
 2. after an auto-failover delay the cluster manager's choice is made as the real one makes
    it: each survivor reports its copies (`node_control.vbucket_stats`), turned into (HPS, high
-   seqno) as `manager_server.gather_positions` does, and `vbmap.failover` picks the new map
+   seqno) as `manager_failover.gather_positions` does, and `vbmap.failover` picks the new map
    (failover.py). The promoted replica's engine is set ACTIVE with the new chain (it takes
    over its pending prepares with no deadline); the other replica re-streams from it and rolls
    back if the real rollback decision says so;
