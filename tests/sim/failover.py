@@ -7,7 +7,7 @@ Owns the pieces of a failover that do not depend on the replication shell:
 - `promote`: the new map, from the real planner (`vbmap.failover`: the replica with the
   highest (HPS, high seqno), ties to the earlier slot), never a rule of its own. A replica
   copy's HPS is the one its stream consumer acknowledges (as a node's replicator reports it);
-- `rejoin`: the failed node back in the first empty slot of each chain (a delta recovery);
+- the failed node's return is `vbmap.add_back` (what `durakv cluster recover` applies);
 - `MemoryLoss` and `failover_loss_allowed`: the guarantee table of the multinode module's
   docstring, as one function.
 
@@ -18,7 +18,7 @@ histories do).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -81,19 +81,6 @@ def inverted(positions: dict[str, dict[int, vbmap.Position]]) -> dict[str, dict[
     checker must catch)."""
     top = 1 + max((high for copies in positions.values() for _, high in copies.values()), default=0)
     return {node: {vb: (0, top - high) for vb, (_, high) in copies.items()} for node, copies in positions.items()}
-
-
-def rejoin(chains: Sequence[Chain | None], node: str) -> VBucketMap:
-    """`node` back as a replica of every vbucket it is missing from, in the first empty slot."""
-    result = []
-    for chain in chains:
-        if chain is None or node in chain.defined_nodes() or None not in chain.replicas:
-            result.append(chain)
-            continue
-        slots = list(chain.replicas)
-        slots[slots.index(None)] = node
-        result.append(Chain(chain.active, tuple(slots)))
-    return tuple(result)
 
 
 def failover_loss_allowed(write: Write, chain: Chain, losses: Iterable[MemoryLoss], failover_time: float) -> bool:

@@ -35,6 +35,7 @@ from durakv.engine.durability import Chain
 from durakv.engine.keys import vbucket_of
 from durakv.engine.records import ITEM_KINDS
 from durakv.engine.vbucket import VBState
+from durakv.replication import vbmap
 
 from . import failover as fo
 from .checker import Entry, Tally, Violation
@@ -228,7 +229,7 @@ def _judge_losses(replication: Replication, vb: int, chain: Chain, copies: dict[
 def rejoin(replication: Replication, node_id: str) -> None:
     """The failed node restarts and goes back into every chain with an empty slot, as a replica."""
     before = tuple(replication.cluster.chains)
-    after = fo.rejoin(before, node_id)
+    after = vbmap.add_back(before, node_id)  # what `durakv cluster recover` applies
     replication.cluster.chains[:] = after
     replication.clock.log("sim", f"{node_id} rejoins: {describe_map(after)}")
     replication.sync_links()
