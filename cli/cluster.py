@@ -283,26 +283,12 @@ def failover(cluster_dir, name, timeout_s) -> None:
     the highest (high prepared seqno, high seqno); NODE's slots become empty. Waits until the
     other running nodes serve every vbucket they are now active for.
     """
-    import grpc
-
-    from durakv.proto import admin_pb2, admin_pb2_grpc
+    from durakv.proto import admin_pb2
 
     cdir = launcher.ClusterDir(cluster_dir)
     with _errors():
-        spec = cdir.spec
-        if name not in spec.nodes:
-            raise launcher.UnknownProcessError(f"{name!r} is not a node of this cluster ({', '.join(spec.nodes)})")
-        metadata = (("authorization", f"Bearer {cdir.secret()}"),)
-        with grpc.insecure_channel(spec.manager_address) as channel:
-            stub = admin_pb2_grpc.AdminStub(channel)
-            try:
-                response = stub.Failover(
-                    admin_pb2.FailoverRequest(node_id=name), timeout=FAILOVER_RPC_TIMEOUT_S, metadata=metadata
-                )
-            except grpc.RpcError as exc:
-                raise click.ClickException(
-                    f"the cluster manager at {spec.manager_address} did not answer: {exc.code().name}"
-                ) from exc
+        spec = _node_of(cdir, name)
+        response = _ask_manager(cdir, "Failover", admin_pb2.FailoverRequest(node_id=name), FAILOVER_RPC_TIMEOUT_S)
     if response.status != Status.SUCCESS:
         raise click.ClickException(f"failover of {name} refused ({_status_name(response.status)}): {response.message}")
     lost = [p for p in response.promotions if not p.node_id]
@@ -338,25 +324,12 @@ def recover(cluster_dir, name, timeout_s) -> None:
     Start the node (`durakv cluster start NODE`) before or after; when it runs, waits until
     every running node serves the new configuration.
     """
-    import grpc
-
-    from durakv.proto import admin_pb2, admin_pb2_grpc
+    from durakv.proto import admin_pb2
 
     cdir = launcher.ClusterDir(cluster_dir)
     with _errors():
-        spec = cdir.spec
-        if name not in spec.nodes:
-            raise launcher.UnknownProcessError(f"{name!r} is not a node of this cluster ({', '.join(spec.nodes)})")
-        metadata = (("authorization", f"Bearer {cdir.secret()}"),)
-        with grpc.insecure_channel(spec.manager_address) as channel:
-            try:
-                response = admin_pb2_grpc.AdminStub(channel).Recover(
-                    admin_pb2.RecoverRequest(node_id=name), timeout=launcher.RPC_TIMEOUT_S * 10, metadata=metadata
-                )
-            except grpc.RpcError as exc:
-                raise click.ClickException(
-                    f"the cluster manager at {spec.manager_address} did not answer: {exc.code().name}"
-                ) from exc
+        spec = _node_of(cdir, name)
+        response = _ask_manager(cdir, "Recover", admin_pb2.RecoverRequest(node_id=name), launcher.RPC_TIMEOUT_S * 10)
     if response.status != Status.SUCCESS:
         raise click.ClickException(f"recovery of {name} refused ({_status_name(response.status)}): {response.message}")
     click.echo(f"{name} recovered at config revision {response.config_revision}", err=True)
@@ -394,34 +367,22 @@ def auto_failover_command(cluster_dir, enabled, timeout_s, max_count, reset) -> 
     until --reset, and only when every vbucket's chain keeps a durability majority (as
     Couchbase's auto-failover with "preserve durable writes"). New clusters: enabled, 120 s, 1.
     """
-    import grpc
-
-    from durakv.proto import admin_pb2, admin_pb2_grpc
+    from durakv.proto import admin_pb2
 
     cdir = launcher.ClusterDir(cluster_dir)
+    timeout = launcher.RPC_TIMEOUT_S * 5
     with _errors():
-        spec = cdir.spec
-        metadata = (("authorization", f"Bearer {cdir.secret()}"),)
         request = admin_pb2.AutoFailoverRequest(reset_count=reset)
-        with grpc.insecure_channel(spec.manager_address) as channel:
-            stub = admin_pb2_grpc.AdminStub(channel)
-            try:
-                if enabled is not None or timeout_s is not None or max_count is not None:
-                    current = stub.AutoFailover(
-                        admin_pb2.AutoFailoverRequest(), timeout=launcher.RPC_TIMEOUT_S * 5, metadata=metadata
-                    ).settings
-                    request.settings.CopyFrom(
-                        admin_pb2.AutoFailoverSettings(
-                            enabled=current.enabled if enabled is None else enabled,
-                            timeout_s=current.timeout_s if timeout_s is None else timeout_s,
-                            max_count=current.max_count if max_count is None else max_count,
-                        )
-                    )
-                response = stub.AutoFailover(request, timeout=launcher.RPC_TIMEOUT_S * 5, metadata=metadata)
-            except grpc.RpcError as exc:
-                raise click.ClickException(
-                    f"the cluster manager at {spec.manager_address} did not answer: {exc.code().name}"
-                ) from exc
+        if enabled is not None or timeout_s is not None or max_count is not None:
+            current = _ask_manager(cdir, "AutoFailover", admin_pb2.AutoFailoverRequest(), timeout).settings
+            request.settings.CopyFrom(
+                admin_pb2.AutoFailoverSettings(
+                    enabled=current.enabled if enabled is None else enabled,
+                    timeout_s=current.timeout_s if timeout_s is None else timeout_s,
+                    max_count=current.max_count if max_count is None else max_count,
+                )
+            )
+        response = _ask_manager(cdir, "AutoFailover", request, timeout)
     if response.status != Status.SUCCESS:
         raise click.ClickException(f"refused ({_status_name(response.status)}): {response.message}")
     s = response.settings
@@ -434,6 +395,29 @@ def auto_failover_command(cluster_dir, enabled, timeout_s, max_count, reset) -> 
         click.echo(f"  {node.node_id} unreachable for {node.seconds:.1f} s")
     if response.decision:
         click.echo(f"  {response.decision}")
+
+
+def _node_of(cdir: launcher.ClusterDir, name: str) -> launcher.ClusterSpec:
+    """The cluster's spec, once `name` is known to be one of its nodes (UnknownProcessError)."""
+    spec = cdir.spec
+    if name not in spec.nodes:
+        raise launcher.UnknownProcessError(f"{name!r} is not a node of this cluster ({', '.join(spec.nodes)})")
+    return spec
+
+
+def _ask_manager(cdir: launcher.ClusterDir, rpc: str, request, timeout_s: float):
+    """One Admin call to the cluster's manager with the cluster secret; ClickException if it does not answer."""
+    import grpc
+
+    from durakv.proto import admin_pb2_grpc
+
+    address = cdir.spec.manager_address
+    metadata = (("authorization", f"Bearer {cdir.secret()}"),)
+    with grpc.insecure_channel(address) as channel:
+        try:
+            return getattr(admin_pb2_grpc.AdminStub(channel), rpc)(request, timeout=timeout_s, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise click.ClickException(f"the cluster manager at {address} did not answer: {exc.code().name}") from exc
 
 
 def _status_name(status: int) -> str:
