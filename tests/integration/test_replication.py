@@ -24,6 +24,7 @@ What the tests claim:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -325,6 +326,32 @@ def test_both_stream_rpcs_answer_open(two_replicas, rpc):
     assert (first.open_response.status, first.open_response.producer_node_id) == (0, producer_name)
 
 
+@contextlib.asynccontextmanager
+async def replica_link_to(method: str, handler, request_type, response_type):
+    """A fake producer serving only Replication.`method` with `handler`, and a replica's link to it."""
+    rpc = grpc.stream_stream_rpc_method_handler(
+        handler, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("durakv.replication.v1.Replication", {method: rpc}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    runtime = SimpleNamespace(node_id="new", version=(1, 1))
+    parent = SimpleNamespace(rt=runtime, buffer_bytes=0, channel=lambda _address: channel, secret=lambda: "s" * 64)
+    bucket = SimpleNamespace(config=SimpleNamespace(name="default"))
+    spec = replicator._LinkSpec(bucket, "", "old", f"127.0.0.1:{port}", ())
+    link = replicator._Link(parent, spec, SimpleNamespace(owners={}, consumers={}))
+    try:
+        yield link
+    finally:
+        await link.stop()
+        await channel.close()
+        await server.stop(None)
+
+
 def test_replica_falls_back_to_stream_when_the_producer_lacks_stream_batched():
     asyncio.run(_falls_back_to_stream())
 
@@ -340,31 +367,12 @@ async def _falls_back_to_stream() -> None:
         await context.write(replication_pb2.ProducerMessage(open_response=response))
         await asyncio.sleep(30)
 
-    handler = grpc.stream_stream_rpc_method_handler(
-        stream,
-        request_deserializer=replication_pb2.ReplicaMessage.FromString,
-        response_serializer=replication_pb2.ProducerMessage.SerializeToString,
-    )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("durakv.replication.v1.Replication", {"Stream": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    runtime = SimpleNamespace(node_id="new", version=(1, 1))
-    parent = SimpleNamespace(rt=runtime, buffer_bytes=0, channel=lambda _address: channel, secret=lambda: "s" * 64)
-    bucket = SimpleNamespace(config=SimpleNamespace(name="default"))
-    spec = replicator._LinkSpec(bucket, "", "old", f"127.0.0.1:{port}", ())
-    link = replicator._Link(parent, spec, SimpleNamespace(owners={}, consumers={}))
-    try:
+    async with replica_link_to(
+        "Stream", stream, replication_pb2.ReplicaMessage, replication_pb2.ProducerMessage
+    ) as link:
         first = await asyncio.wait_for(opened, 10)
         assert first.WhichOneof("message") == "open" and first.open.consumer_node_id == "new"
         assert not link._batched
-    finally:
-        await link.stop()
-        await channel.close()
-        await server.stop(None)
 
 
 def test_replica_drops_a_producer_that_goes_silent_and_reconnects():
@@ -377,35 +385,16 @@ async def _drops_a_silent_producer() -> None:
     async def stream_batched(requests, context):  # answers Open, then never a Noop
         first = await requests.__aiter__().__anext__()
         opens.put_nowait((first, asyncio.get_running_loop().time()))
-        response = replication_pb2.OpenResponse(status=0, producer_node_id="mute", noop_interval_ms=100)
+        response = replication_pb2.OpenResponse(status=0, producer_node_id="old", noop_interval_ms=100)
         batch = replication_pb2.ProducerMessageBatch(messages=[replication_pb2.ProducerMessage(open_response=response)])
         await context.write(batch)
         await asyncio.sleep(30)
 
-    handler = grpc.stream_stream_rpc_method_handler(
-        stream_batched,
-        request_deserializer=replication_pb2.ReplicaMessageBatch.FromString,
-        response_serializer=replication_pb2.ProducerMessageBatch.SerializeToString,
-    )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("durakv.replication.v1.Replication", {"StreamBatched": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    runtime = SimpleNamespace(node_id="new", version=(1, 1))
-    parent = SimpleNamespace(rt=runtime, buffer_bytes=0, channel=lambda _address: channel, secret=lambda: "s" * 64)
-    bucket = SimpleNamespace(config=SimpleNamespace(name="default"))
-    spec = replicator._LinkSpec(bucket, "", "mute", f"127.0.0.1:{port}", ())
-    link = replicator._Link(parent, spec, SimpleNamespace(owners={}, consumers={}))
-    try:
+    async with replica_link_to(
+        "StreamBatched", stream_batched, replication_pb2.ReplicaMessageBatch, replication_pb2.ProducerMessageBatch
+    ):
         _, first_at = await asyncio.wait_for(opens.get(), 10)
         # Two noop intervals without a word end the call; the link opens a new one.
         second, second_at = await asyncio.wait_for(opens.get(), 10)
         assert second.messages[0].WhichOneof("message") == "open"
         assert second_at - first_at >= 0.2
-    finally:
-        await link.stop()
-        await channel.close()
-        await server.stop(None)
