@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterator
 
 import click
@@ -19,10 +20,11 @@ from click.core import ParameterSource
 
 from durakv.engine.errors import DataDirError, Status
 from durakv.engine.limits import NUM_REPLICAS_MAX, NUM_VBUCKETS_MAX
-from durakv.replication import auto_failover, launcher
+from durakv.replication import auto_failover, launcher, node_faults
 from durakv.replication.cluster_config import NODES_MAX, ClusterConfigError
 
 FAILOVER_RPC_TIMEOUT_S = 30.0  # the manager asks the survivors for their seqnos first
+POWER_LOSS_WAIT_S = 10.0  # a node told to lose power must be gone by then
 
 _dir_option = click.option(
     "--dir",
@@ -397,6 +399,77 @@ def auto_failover_command(cluster_dir, enabled, timeout_s, max_count, reset) -> 
         click.echo(f"  {response.decision}")
 
 
+FAULTS = ("power-loss", "slow-disk", "disk-errors", "clear", "show")
+
+
+@cluster_group.command()
+@_dir_option
+@_name_argument
+@click.argument("what", metavar="FAULT", type=click.Choice(FAULTS))
+@click.argument("amount", type=click.IntRange(0, node_faults.FSYNC_ERRORS_MAX), required=False)
+def fault(cluster_dir, name, what, amount) -> None:
+    """Inject a testbed fault into a node: power-loss, slow-disk MS, disk-errors N, clear, show.
+
+    \b
+    power-loss     drop every write-ahead-log byte the node has not fsynced, then it exits at
+                   once (137), as a power cut; `durakv cluster start NODE` brings it back
+    slow-disk MS   every fsync of the node takes MS milliseconds longer (0: a normal disk)
+    disk-errors N  the node's next N fsyncs fail with EIO (its log refuses writes, rewrites
+                   from memory and recovers)
+    clear          no more disk faults; show: the node's disk faults now
+    """
+    from durakv.proto import admin_pb2
+
+    cdir = launcher.ClusterDir(cluster_dir)
+    timeout = launcher.RPC_TIMEOUT_S * 5
+    with _errors():
+        _node_of(cdir, name)
+        if what in ("slow-disk", "disk-errors") and amount is None:
+            raise click.UsageError(f"{what} needs an amount ({'milliseconds' if what == 'slow-disk' else 'fsyncs'})")
+        if what == "power-loss":
+            _power_loss(cdir, name)
+            return
+        if what == "clear":
+            response = _ask_node(cdir, name, "ClearFaults", admin_pb2.ClearFaultsRequest(), timeout)
+        elif what == "show":
+            response = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout)
+        else:
+            disk = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout).disk
+            if what == "slow-disk":
+                disk.fsync_delay_ms = amount
+            else:
+                disk.fsync_errors = amount
+            response = _ask_node(cdir, name, "InjectFault", admin_pb2.InjectFaultRequest(disk=disk), timeout)
+    if response.status != Status.SUCCESS:
+        raise click.ClickException(f"refused ({_status_name(response.status)}): {response.message}")
+    disk = response.disk
+    click.echo(f"{name}: fsync delay {disk.fsync_delay_ms} ms, {disk.fsync_errors} fsync errors to come")
+
+
+def _power_loss(cdir: launcher.ClusterDir, name: str) -> None:
+    import grpc
+
+    from durakv.proto import admin_pb2, admin_pb2_grpc
+
+    pid = launcher.running_pid(cdir, name)
+    if pid is None:
+        raise click.ClickException(f"{name} is not running")
+    metadata = (("authorization", f"Bearer {cdir.secret()}"),)
+    with grpc.insecure_channel(cdir.spec.address(name)) as channel:
+        try:  # a power cut answers nobody: the call ends when the process does
+            admin_pb2_grpc.NodeControlStub(channel).InjectFault(
+                admin_pb2.InjectFaultRequest(power_loss=True), timeout=POWER_LOSS_WAIT_S, metadata=metadata
+            )
+        except grpc.RpcError:
+            pass
+    deadline = time.monotonic() + POWER_LOSS_WAIT_S
+    while launcher.running_pid(cdir, name) is not None:
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"{name} (pid {pid}) did not stop within {POWER_LOSS_WAIT_S:.0f} s")
+        time.sleep(launcher.POLL_INTERVAL_S)
+    click.echo(f"{name} lost power (pid {pid}): what it had not fsynced is gone")
+
+
 def _node_of(cdir: launcher.ClusterDir, name: str) -> launcher.ClusterSpec:
     """The cluster's spec, once `name` is known to be one of its nodes (UnknownProcessError)."""
     spec = cdir.spec
@@ -407,17 +480,28 @@ def _node_of(cdir: launcher.ClusterDir, name: str) -> launcher.ClusterSpec:
 
 def _ask_manager(cdir: launcher.ClusterDir, rpc: str, request, timeout_s: float):
     """One Admin call to the cluster's manager with the cluster secret; ClickException if it does not answer."""
-    import grpc
-
     from durakv.proto import admin_pb2_grpc
 
     address = cdir.spec.manager_address
+    return _ask(cdir, address, "the cluster manager", admin_pb2_grpc.AdminStub, rpc, request, timeout_s)
+
+
+def _ask_node(cdir: launcher.ClusterDir, name: str, rpc: str, request, timeout_s: float):
+    """One NodeControl call to node `name` with the cluster secret; ClickException if it does not answer."""
+    from durakv.proto import admin_pb2_grpc
+
+    return _ask(cdir, cdir.spec.address(name), name, admin_pb2_grpc.NodeControlStub, rpc, request, timeout_s)
+
+
+def _ask(cdir: launcher.ClusterDir, address: str, who: str, stub_class, rpc: str, request, timeout_s: float):
+    import grpc
+
     metadata = (("authorization", f"Bearer {cdir.secret()}"),)
     with grpc.insecure_channel(address) as channel:
         try:
-            return getattr(admin_pb2_grpc.AdminStub(channel), rpc)(request, timeout=timeout_s, metadata=metadata)
+            return getattr(stub_class(channel), rpc)(request, timeout=timeout_s, metadata=metadata)
         except grpc.RpcError as exc:
-            raise click.ClickException(f"the cluster manager at {address} did not answer: {exc.code().name}") from exc
+            raise click.ClickException(f"{who} at {address} did not answer: {exc.code().name}") from exc
 
 
 def _status_name(status: int) -> str:

@@ -427,3 +427,37 @@ class GetVBucketStatesResponse(_message.Message):
     config_revision: int
     vbuckets: _containers.RepeatedCompositeFieldContainer[VBucketStats]
     def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., node_id: _Optional[str] = ..., config_epoch: _Optional[int] = ..., config_revision: _Optional[int] = ..., vbuckets: _Optional[_Iterable[_Union[VBucketStats, _Mapping]]] = ...) -> None: ...
+
+class DiskFault(_message.Message):
+    __slots__ = ("fsync_delay_ms", "fsync_errors")
+    FSYNC_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    FSYNC_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    fsync_delay_ms: int
+    fsync_errors: int
+    def __init__(self, fsync_delay_ms: _Optional[int] = ..., fsync_errors: _Optional[int] = ...) -> None: ...
+
+class InjectFaultRequest(_message.Message):
+    __slots__ = ("disk", "power_loss")
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    POWER_LOSS_FIELD_NUMBER: _ClassVar[int]
+    disk: DiskFault
+    power_loss: bool
+    def __init__(self, disk: _Optional[_Union[DiskFault, _Mapping]] = ..., power_loss: _Optional[bool] = ...) -> None: ...
+
+class InjectFaultResponse(_message.Message):
+    __slots__ = ("status", "message", "disk")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    status: _kv_pb2.Status
+    message: str
+    disk: DiskFault
+    def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., disk: _Optional[_Union[DiskFault, _Mapping]] = ...) -> None: ...
+
+class ClearFaultsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListFaultsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -903,11 +903,11 @@ class Admin:
 
 
 class NodeControlStub:
-    """Called by the cluster manager on each node (authenticated with the cluster secret).
+    """Called by the cluster manager on each node, and by `durakv cluster fault` (authenticated
+    with the cluster secret).
 
     Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    InjectFault (fsync delay/error, disk full, replication delay/drop, partition from peers,
-    pause, crash, power loss), ClearFaults, ListFaults.
+    replication delay/drop, partition from peers, pause and disk full as InjectFault kinds.
     """
 
     def __init__(self, channel):
@@ -926,14 +926,29 @@ class NodeControlStub:
                 request_serializer=durakv_dot_proto_dot_admin__pb2.GetVBucketStatesRequest.SerializeToString,
                 response_deserializer=durakv_dot_proto_dot_admin__pb2.GetVBucketStatesResponse.FromString,
                 _registered_method=True)
+        self.InjectFault = channel.unary_unary(
+                '/durakv.admin.v1.NodeControl/InjectFault',
+                request_serializer=durakv_dot_proto_dot_admin__pb2.InjectFaultRequest.SerializeToString,
+                response_deserializer=durakv_dot_proto_dot_admin__pb2.InjectFaultResponse.FromString,
+                _registered_method=True)
+        self.ClearFaults = channel.unary_unary(
+                '/durakv.admin.v1.NodeControl/ClearFaults',
+                request_serializer=durakv_dot_proto_dot_admin__pb2.ClearFaultsRequest.SerializeToString,
+                response_deserializer=durakv_dot_proto_dot_admin__pb2.InjectFaultResponse.FromString,
+                _registered_method=True)
+        self.ListFaults = channel.unary_unary(
+                '/durakv.admin.v1.NodeControl/ListFaults',
+                request_serializer=durakv_dot_proto_dot_admin__pb2.ListFaultsRequest.SerializeToString,
+                response_deserializer=durakv_dot_proto_dot_admin__pb2.InjectFaultResponse.FromString,
+                _registered_method=True)
 
 
 class NodeControlServicer:
-    """Called by the cluster manager on each node (authenticated with the cluster secret).
+    """Called by the cluster manager on each node, and by `durakv cluster fault` (authenticated
+    with the cluster secret).
 
     Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    InjectFault (fsync delay/error, disk full, replication delay/drop, partition from peers,
-    pause, crash, power loss), ClearFaults, ListFaults.
+    replication delay/drop, partition from peers, pause and disk full as InjectFault kinds.
     """
 
     def PushConfig(self, request, context):
@@ -954,6 +969,27 @@ class NodeControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InjectFault(self, request, context):
+        """Testbed faults (DESIGN §8): a slow or failing disk, or a power cut.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearFaults(self, request, context):
+        """Remove every fault injected into the node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFaults(self, request, context):
+        """The node's faults now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -967,6 +1003,21 @@ def add_NodeControlServicer_to_server(servicer, server):
                     request_deserializer=durakv_dot_proto_dot_admin__pb2.GetVBucketStatesRequest.FromString,
                     response_serializer=durakv_dot_proto_dot_admin__pb2.GetVBucketStatesResponse.SerializeToString,
             ),
+            'InjectFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.InjectFault,
+                    request_deserializer=durakv_dot_proto_dot_admin__pb2.InjectFaultRequest.FromString,
+                    response_serializer=durakv_dot_proto_dot_admin__pb2.InjectFaultResponse.SerializeToString,
+            ),
+            'ClearFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearFaults,
+                    request_deserializer=durakv_dot_proto_dot_admin__pb2.ClearFaultsRequest.FromString,
+                    response_serializer=durakv_dot_proto_dot_admin__pb2.InjectFaultResponse.SerializeToString,
+            ),
+            'ListFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFaults,
+                    request_deserializer=durakv_dot_proto_dot_admin__pb2.ListFaultsRequest.FromString,
+                    response_serializer=durakv_dot_proto_dot_admin__pb2.InjectFaultResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'durakv.admin.v1.NodeControl', rpc_method_handlers)
@@ -976,11 +1027,11 @@ def add_NodeControlServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NodeControl:
-    """Called by the cluster manager on each node (authenticated with the cluster secret).
+    """Called by the cluster manager on each node, and by `durakv cluster fault` (authenticated
+    with the cluster secret).
 
     Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    InjectFault (fsync delay/error, disk full, replication delay/drop, partition from peers,
-    pause, crash, power loss), ClearFaults, ListFaults.
+    replication delay/drop, partition from peers, pause and disk full as InjectFault kinds.
     """
 
     @staticmethod
@@ -1027,6 +1078,87 @@ class NodeControl:
             '/durakv.admin.v1.NodeControl/GetVBucketStates',
             durakv_dot_proto_dot_admin__pb2.GetVBucketStatesRequest.SerializeToString,
             durakv_dot_proto_dot_admin__pb2.GetVBucketStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InjectFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durakv.admin.v1.NodeControl/InjectFault',
+            durakv_dot_proto_dot_admin__pb2.InjectFaultRequest.SerializeToString,
+            durakv_dot_proto_dot_admin__pb2.InjectFaultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durakv.admin.v1.NodeControl/ClearFaults',
+            durakv_dot_proto_dot_admin__pb2.ClearFaultsRequest.SerializeToString,
+            durakv_dot_proto_dot_admin__pb2.InjectFaultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durakv.admin.v1.NodeControl/ListFaults',
+            durakv_dot_proto_dot_admin__pb2.ListFaultsRequest.SerializeToString,
+            durakv_dot_proto_dot_admin__pb2.InjectFaultResponse.FromString,
             options,
             channel_credentials,
             insecure,

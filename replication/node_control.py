@@ -1,7 +1,8 @@
 """A node's management services: `NodeControl` (the manager's calls) and `Admin` (clients' calls).
 
 Owns: `NodeControl.PushConfig` (hands a configuration to the runtime, answers the revision
-the node runs) and `GetVBucketStates`; `Admin` as a node serves it -- GetClusterConfig from
+the node runs), `GetVBucketStates`, and the testbed faults (`InjectFault`, `ClearFaults`,
+`ListFaults`, carried out by `node_faults`); `Admin` as a node serves it -- GetClusterConfig from
 the node's own configuration, Health and Stats about this node, and every other Admin call
 forwarded to the cluster manager with the caller's own credentials (the manager decides and
 authorizes configuration changes, docs/cluster-protocol.md).
@@ -23,6 +24,7 @@ from durakv import __version__
 from durakv.engine.errors import Status
 from durakv.engine.vbucket import VBState
 from durakv.proto import admin_pb2, admin_pb2_grpc
+from durakv.replication import node_faults
 from durakv.replication.auth import AUTH_METADATA_KEY, AuthenticationFailed, Principal, UsersUnknown
 from durakv.replication.users import Action
 
@@ -106,6 +108,7 @@ def _replica_hps(runtime, bucket_name: str) -> Callable[[int], int | None]:
 class NodeControlService(admin_pb2_grpc.NodeControlServicer):
     def __init__(self, runtime) -> None:
         self.rt = runtime
+        self.disk_faults = node_faults.DiskFaults()
 
     async def _cluster_only(self, context) -> None:
         principal = await _authenticate(self.rt, context)
@@ -119,6 +122,36 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
         return admin_pb2.PushConfigResponse(
             status=status, message=message, node_id=self.rt.node_id, config_epoch=epoch, config_revision=revision
         )
+
+    # -- testbed faults (node_faults.py) ------------------------------------------------------
+    async def InjectFault(self, request, context):
+        await self._cluster_only(context)
+        kind = request.WhichOneof("fault")
+        if kind == "power_loss" and request.power_loss:
+            node_faults.power_loss(list(self.rt.buckets.values()))  # does not return
+        if kind != "disk":
+            return self._faults(Status.EINVAL, "InjectFault needs a disk fault or power_loss")
+        try:
+            self.disk_faults.set(request.disk.fsync_delay_ms, request.disk.fsync_errors)
+        except ValueError as exc:
+            return self._faults(Status.EINVAL, str(exc))
+        self.disk_faults.install(self.rt.buckets.values())
+        return self._faults(Status.SUCCESS)
+
+    async def ClearFaults(self, request, context):
+        await self._cluster_only(context)
+        self.disk_faults.set(0, 0)
+        return self._faults(Status.SUCCESS)
+
+    async def ListFaults(self, request, context):
+        await self._cluster_only(context)
+        return self._faults(Status.SUCCESS)
+
+    def _faults(self, status: Status, message: str = "") -> admin_pb2.InjectFaultResponse:
+        disk = admin_pb2.DiskFault(
+            fsync_delay_ms=self.disk_faults.fsync_delay_ms, fsync_errors=self.disk_faults.fsync_errors
+        )
+        return admin_pb2.InjectFaultResponse(status=status, message=message, disk=disk)
 
     async def GetVBucketStates(self, request, context):
         await self._cluster_only(context)

@@ -1,0 +1,78 @@
+"""Testbed faults of a node process (DESIGN §8): a slow or failing disk, and a power cut.
+
+Owns `DiskFaults`, the fault hook installed on the write-ahead log of every bucket the node
+serves (`WriteAheadLog.fault_hook`, called by the WAL's flusher thread before each fsync):
+it sleeps `fsync_delay_ms` (a slow disk) and fails the next `fsync_errors` fsyncs with EIO
+(the log refuses writes, rewrites from memory and recovers: engine/wal/FORMAT.md). And
+`power_loss`: every bucket's log drops what was not fsynced (`WriteAheadLog.power_loss`),
+then the process exits at once with status 137, answering nobody -- what a power cut leaves
+of a node whose SIGKILL alone would keep the page cache.
+
+Must never be reachable without the cluster secret (NodeControl checks it), or fake a
+fault elsewhere than in the real log and the real process.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+
+from durakv.engine.embedded import EmbeddedBucket
+
+log = logging.getLogger("durakv.node")
+
+POWER_LOSS_EXIT_STATUS = 137  # as a SIGKILL: the process ends without a word
+FSYNC_DELAY_MS_MAX = 60_000
+FSYNC_ERRORS_MAX = 1_000_000
+
+
+class DiskFaults:
+    """The node's disk faults; `install` hooks them into each bucket's WAL (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.fsync_delay_ms = 0
+        self.fsync_errors = 0  # fsyncs still to fail
+
+    def set(self, fsync_delay_ms: int, fsync_errors: int) -> None:
+        if not 0 <= fsync_delay_ms <= FSYNC_DELAY_MS_MAX:
+            raise ValueError(f"fsync delay must be 0 to {FSYNC_DELAY_MS_MAX} ms, not {fsync_delay_ms}")
+        if not 0 <= fsync_errors <= FSYNC_ERRORS_MAX:
+            raise ValueError(f"fsync errors must be 0 to {FSYNC_ERRORS_MAX}, not {fsync_errors}")
+        with self._lock:
+            self.fsync_delay_ms, self.fsync_errors = fsync_delay_ms, fsync_errors
+        log.warning("disk faults now: fsync delay %d ms, %d fsync errors to come", fsync_delay_ms, fsync_errors)
+
+    def install(self, buckets: Iterable[EmbeddedBucket]) -> None:
+        """Hook every bucket's log (a bucket created later gets none until the next injection)."""
+        for bucket in buckets:
+            bucket.wal.fault_hook = self._hook
+
+    def _hook(self, point: str) -> None:
+        if point != "fsync":
+            return
+        with self._lock:
+            delay_s = self.fsync_delay_ms / 1000
+            fail = self.fsync_errors > 0
+            if fail:
+                self.fsync_errors -= 1
+        if delay_s:
+            time.sleep(delay_s)  # on the WAL's flusher thread: the disk is slow, not the node
+        if fail:
+            raise OSError(errno.EIO, "injected fsync error (durakv cluster fault)")
+
+
+def power_loss(buckets: Iterable[EmbeddedBucket]) -> None:
+    """Drop every unsynced WAL byte of every bucket, then end the process at once (never returns)."""
+    log.warning("injected power loss: dropping what was not fsynced and stopping now")
+    for bucket in buckets:
+        try:
+            bucket.wal.power_loss()
+        except OSError:  # the disk is "gone" anyway: what was synced is what survives
+            log.exception("power loss of bucket %s", bucket.config.name)
+    logging.shutdown()
+    os._exit(POWER_LOSS_EXIT_STATUS)

@@ -1,0 +1,129 @@
+"""Testbed faults on real processes (`durakv cluster fault`, NodeControl.InjectFault; DESIGN §8).
+
+Each test starts its own cluster with `durakv cluster up` (3 nodes, 2 replicas) on free ports
+and destroys it at the end. Every wait polls with a deadline.
+
+What the tests claim:
+- a power cut of every node at once (each drops what it had not fsynced, then exits 137):
+  after `durakv cluster up` restarts them, every write acknowledged as PERSIST_TO_MAJORITY is
+  there with its value -- a majority fsynced it, and a power cut drops only unsynced bytes.
+  Acknowledged MAJORITY and NONE writes may be lost; they are counted, not asserted;
+- a slow disk on a vbucket's active makes a PERSIST_TO_MAJORITY write to it wait at least
+  the injected fsync delay (the active must fsync it too), and `clear` removes the fault;
+- fsync errors on one replica are absorbed: its log fails, rewrites from memory and
+  recovers, the errors are used up, and durable writes go on succeeding (the other replica
+  and the active make the majority).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+from durakv.auth import PasswordAuthenticator
+from durakv.cluster import Cluster
+from durakv.durability import DurabilityLevel, ServerDurability
+from durakv.exceptions import DocumentNotFoundException
+from durakv.options import ClusterOptions
+from durakv.replication import launcher
+
+from .clusterkit import NODES, checked, durakv_cluster, free_base_port, keys_for_every_vbucket, vbucket_of
+
+ADMIN = PasswordAuthenticator("admin", "password")
+OP_TIMEOUT = timedelta(seconds=15)
+READY_TIMEOUT = timedelta(seconds=30)
+LEVELS = {
+    "ptm": ServerDurability(DurabilityLevel.PERSIST_TO_MAJORITY),
+    "majority": ServerDurability(DurabilityLevel.MAJORITY),
+    "none": None,
+}
+
+
+@contextlib.contextmanager
+def cluster_up(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    cluster_dir = tmp_path / "cluster"
+    try:
+        up = checked("up", "--dir", str(cluster_dir), "--replicas", "2", "--base-port", str(free_base_port()))
+        yield cluster_dir, re.search(r"durakv://\S+", up.stdout).group(0)
+    finally:
+        destroyed = durakv_cluster("destroy", "--dir", str(cluster_dir))
+        cdir = launcher.ClusterDir(cluster_dir)
+        if cdir.exists():
+            launcher.kill(cdir, cdir.spec.names)
+        assert destroyed.returncode == 0, destroyed.stderr
+
+
+@contextlib.contextmanager
+def sdk(connstr: str) -> Iterator[Cluster]:
+    cluster = Cluster(connstr, ClusterOptions(ADMIN))
+    try:
+        cluster.wait_until_ready(READY_TIMEOUT)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def test_power_loss_of_every_node_keeps_every_persist_to_majority_write(tmp_path):
+    with cluster_up(tmp_path) as (d, connstr):
+        written = {}
+        with sdk(connstr) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            for level, durability in LEVELS.items():
+                for key in keys_for_every_vbucket(level).values():
+                    options = {"durability": durability} if durability else {}
+                    coll.upsert(key, {"key": key, "level": level}, timeout=OP_TIMEOUT, **options)
+                    written[key] = level
+        for node in (f"node{i}" for i in range(1, NODES + 1)):
+            out = checked("fault", "--dir", str(d), node, "power-loss").stdout
+            assert f"{node} lost power" in out, out
+        assert "injected power loss" in (d / "logs" / "node1.log").read_text()
+
+        checked("up", "--dir", str(d))
+        lost: dict[str, int] = {level: 0 for level in LEVELS}
+        with sdk(connstr) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            for key, level in written.items():
+                try:
+                    assert coll.get(key, timeout=OP_TIMEOUT).content_as[dict] == {"key": key, "level": level}
+                except DocumentNotFoundException:
+                    lost[level] += 1
+        print(f"acknowledged writes lost to the power cut, per level: {lost}")
+        assert lost["ptm"] == 0, lost
+
+
+def test_slow_disk_on_the_active_delays_persist_to_majority_then_clears(tmp_path):
+    with cluster_up(tmp_path) as (d, connstr):
+        cdir = launcher.ClusterDir(d)
+        chain = cdir.manager_config().buckets["default"].vbmap[0]
+        key = next(k for k in (f"slow-{i}" for i in range(10_000)) if vbucket_of(k) == 0)
+        shown = checked("fault", "--dir", str(d), chain.active, "slow-disk", "300").stdout
+        assert "fsync delay 300 ms" in shown, shown
+        with sdk(connstr) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            started = time.monotonic()
+            coll.upsert(key, {"slow": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            assert time.monotonic() - started >= 0.3  # the active fsynced it through the slow disk
+            cleared = checked("fault", "--dir", str(d), chain.active, "clear").stdout
+            assert "fsync delay 0 ms" in cleared, cleared
+            coll.upsert(key, {"slow": False}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            assert coll.get(key).content_as[dict] == {"slow": False}
+
+
+def test_fsync_errors_on_a_replica_are_absorbed_and_used_up(tmp_path):
+    with cluster_up(tmp_path) as (d, connstr):
+        checked("fault", "--dir", str(d), "node3", "disk-errors", "3")
+        with sdk(connstr) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            for key in keys_for_every_vbucket("errors").values():
+                coll.upsert(key, {"key": key}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            for key in keys_for_every_vbucket("errors").values():
+                assert coll.get(key, timeout=OP_TIMEOUT).content_as[dict] == {"key": key}
+        shown = checked("fault", "--dir", str(d), "node3", "show").stdout
+        assert "0 fsync errors to come" in shown, shown
+        assert "injected fsync error" in (d / "logs" / "node3.log").read_text()
+        refused = durakv_cluster("fault", "--dir", str(d), "node9", "show")
+        assert refused.returncode != 0 and "not a node" in refused.stderr
