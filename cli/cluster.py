@@ -104,14 +104,24 @@ def cluster_group() -> None:
     show_default=True,
     help=f"node i listens on base + i - 1, the manager on base + {launcher.MANAGER_PORT_OFFSET}.",
 )
+@click.option(
+    "--fsync",
+    default="always",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _fsync_policy(value),
+    help="Every node's WAL fsync policy: always, never or interval=MS (never: only durable writes "
+    "ask for an fsync, so a power loss shows what the other levels risk).",
+)
 @_ready_timeout_option
 @click.pass_context
-def up(ctx: click.Context, cluster_dir, nodes, replicas, vbuckets, base_port, timeout_s) -> None:
+def up(ctx: click.Context, cluster_dir, nodes, replicas, vbuckets, base_port, fsync, timeout_s) -> None:
     """Create the cluster (first time), start its processes, wait until every vbucket is served."""
     cdir = launcher.ClusterDir(cluster_dir)
     with _errors():
         if not cdir.exists():
-            spec = launcher.ClusterSpec.plan(nodes=nodes, replicas=replicas, vbuckets=vbuckets, base_port=base_port)
+            spec = launcher.ClusterSpec.plan(
+                nodes=nodes, replicas=replicas, vbuckets=vbuckets, base_port=base_port, fsync_policy=fsync
+            )
             launcher.create(cdir.path, spec)
             click.echo(f"created {cdir.path}: nodes {nodes}, replicas {replicas}, vbuckets {vbuckets}", err=True)
         else:
@@ -135,12 +145,22 @@ def up(ctx: click.Context, cluster_dir, nodes, replicas, vbuckets, base_port, ti
     click.echo(f"cluster ready: {spec.connection_string}  {_login_hint()}")
 
 
+def _fsync_policy(value: str) -> str:
+    from durakv.engine.wal import FsyncPolicy
+
+    try:
+        return str(FsyncPolicy.parse(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _refuse_changed_options(ctx: click.Context, cdir: launcher.ClusterDir, spec: launcher.ClusterSpec) -> None:
     stored = {
         "nodes": len(spec.nodes),
         "replicas": spec.num_replicas,
         "vbuckets": spec.num_vbuckets,
         "base_port": spec.base_port,
+        "fsync": spec.fsync_policy,
     }
     for name, value in stored.items():
         given = ctx.params[name]

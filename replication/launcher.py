@@ -61,6 +61,7 @@ import grpc
 from durakv.engine.bucket import BucketConfig
 from durakv.engine.errors import DataDirError, DataDirLockedError
 from durakv.engine.files import DataDirLock, atomic_write
+from durakv.engine.wal import FsyncPolicy
 from durakv.proto import admin_pb2, admin_pb2_grpc, kv_pb2
 from durakv.replication import manager_state, vbmap
 from durakv.replication.cluster_config import ClusterConfig
@@ -129,12 +130,22 @@ class ClusterSpec:
     num_vbuckets: int
     manager_address: str
     nodes: Mapping[str, str]  # node id -> host:port, in cluster order
+    fsync_policy: str = "always"  # every node's WAL fsync policy (`durakv node --fsync`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
 
     @classmethod
-    def plan(cls, *, nodes: int, replicas: int, vbuckets: int, base_port: int, host: str = HOST) -> ClusterSpec:
+    def plan(
+        cls,
+        *,
+        nodes: int,
+        replicas: int,
+        vbuckets: int,
+        base_port: int,
+        host: str = HOST,
+        fsync_policy: str = "always",
+    ) -> ClusterSpec:
         if not 1 <= nodes <= MANAGER_PORT_OFFSET:
             raise LauncherError(f"a local cluster has 1..{MANAGER_PORT_OFFSET} nodes, not {nodes}")
         if not 1 <= base_port <= 65535 - MANAGER_PORT_OFFSET:
@@ -145,6 +156,7 @@ class ClusterSpec:
             num_vbuckets=vbuckets,
             manager_address=f"{host}:{base_port + MANAGER_PORT_OFFSET}",
             nodes={f"node{i}": f"{host}:{base_port + i - 1}" for i in range(1, nodes + 1)},
+            fsync_policy=str(FsyncPolicy.parse(fsync_policy)),
         )
 
     @property
@@ -167,7 +179,13 @@ class ClusterSpec:
 
     def to_json(self) -> bytes:
         fields = {f: getattr(self, f) for f in _SPEC_FIELDS}
-        doc = {"format": SPEC_FORMAT, "format_version": SPEC_FORMAT_VERSION, **fields, "nodes": dict(self.nodes)}
+        doc = {
+            "format": SPEC_FORMAT,
+            "format_version": SPEC_FORMAT_VERSION,
+            **fields,
+            "nodes": dict(self.nodes),
+            "fsync_policy": self.fsync_policy,
+        }
         return json.dumps(doc, indent=2).encode() + b"\n"
 
     @classmethod
@@ -178,7 +196,11 @@ class ClusterSpec:
                 raise NotAClusterError(f"{path} is not a durakv cluster file")
             if doc.get("format_version") != SPEC_FORMAT_VERSION:
                 raise NotAClusterError(f"{path} has format version {doc.get('format_version')!r}")
-            spec = cls(**{f: doc[f] for f in _SPEC_FIELDS}, nodes=doc["nodes"])
+            # fsync_policy: absent from files written before it could be chosen ("always").
+            spec = cls(
+                **{f: doc[f] for f in _SPEC_FIELDS}, nodes=doc["nodes"], fsync_policy=doc.get("fsync_policy", "always")
+            )
+            FsyncPolicy.parse(spec.fsync_policy)
             if not all(isinstance(v, str) for v in (spec.manager_address, *spec.nodes, *spec.nodes.values())):
                 raise TypeError("addresses and node ids are strings")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -337,6 +359,7 @@ def command_line(cdir: ClusterDir, name: str) -> list[str]:
         role = ["manager", "--dir", str(cdir.path)]  # it keeps its state in <dir>/manager/
     else:
         role = ["node", "--data", str(cdir.node_dir(name)), "--manager", spec.manager_address, "--node-id", name]
+        role += ["--fsync", spec.fsync_policy]
     return [*PROGRAM, *role, "--listen", address, "--secret-file", str(cdir.secret_path)]
 
 
