@@ -419,24 +419,26 @@ def auto_failover_command(cluster_dir, enabled, timeout_s, max_count, reset) -> 
         click.echo(f"  {response.decision}")
 
 
-FAULTS = ("power-loss", "slow-disk", "disk-errors", "clear", "show")
+FAULTS = ("power-loss", "slow-disk", "disk-errors", "partition", "heal", "clear", "show")
 
 
 @cluster_group.command()
 @_dir_option
 @_name_argument
 @click.argument("what", metavar="FAULT", type=click.Choice(FAULTS))
-@click.argument("amount", type=click.IntRange(0, node_faults.FSYNC_ERRORS_MAX), required=False)
-def fault(cluster_dir, name, what, amount) -> None:
-    """Inject a testbed fault into a node: power-loss, slow-disk MS, disk-errors N, clear, show.
+@click.argument("arg", metavar="[ARG]", required=False)
+def fault(cluster_dir, name, what, arg) -> None:
+    """Inject a testbed fault into a running node.
 
     \b
-    power-loss     drop every write-ahead-log byte the node has not fsynced, then it exits at
-                   once (137), as a power cut; `durakv cluster start NODE` brings it back
-    slow-disk MS   every fsync of the node takes MS milliseconds longer (0: a normal disk)
-    disk-errors N  the node's next N fsyncs fail with EIO (its log refuses writes, rewrites
-                   from memory and recovers)
-    clear          no more disk faults; show: the node's disk faults now
+    power-loss        drop every write-ahead-log byte the node has not fsynced, then it exits
+                      at once (137), as a power cut; `durakv cluster start NODE` brings it back
+    slow-disk MS      every fsync of the node takes MS milliseconds longer (0: a normal disk)
+    disk-errors N     the node's next N fsyncs fail with EIO (its log refuses writes, rewrites
+                      from memory and recovers)
+    partition N1,N2   no replication between the node and these nodes, either way (clients
+                      and the manager still reach it); heal: no partition
+    clear             no more faults; show: the node's faults now
     """
     from durakv.proto import admin_pb2
 
@@ -444,8 +446,6 @@ def fault(cluster_dir, name, what, amount) -> None:
     timeout = launcher.RPC_TIMEOUT_S * 5
     with _errors():
         _node_of(cdir, name)
-        if what in ("slow-disk", "disk-errors") and amount is None:
-            raise click.UsageError(f"{what} needs an amount ({'milliseconds' if what == 'slow-disk' else 'fsyncs'})")
         if what == "power-loss":
             _power_loss(cdir, name)
             return
@@ -453,7 +453,14 @@ def fault(cluster_dir, name, what, amount) -> None:
             response = _ask_node(cdir, name, "ClearFaults", admin_pb2.ClearFaultsRequest(), timeout)
         elif what == "show":
             response = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout)
+        elif what in ("partition", "heal"):
+            if what == "partition" and not arg:
+                raise click.UsageError("partition needs the nodes to cut off: partition NODE1,NODE2")
+            peers = [p for p in (arg or "").split(",") if p] if what == "partition" else []
+            request = admin_pb2.InjectFaultRequest(partition=admin_pb2.Partition(peers=peers))
+            response = _ask_node(cdir, name, "InjectFault", request, timeout)
         else:
+            amount = _fault_amount(what, arg)
             disk = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout).disk
             if what == "slow-disk":
                 disk.fsync_delay_ms = amount
@@ -463,7 +470,19 @@ def fault(cluster_dir, name, what, amount) -> None:
     if response.status != Status.SUCCESS:
         raise click.ClickException(f"refused ({_status_name(response.status)}): {response.message}")
     disk = response.disk
-    click.echo(f"{name}: fsync delay {disk.fsync_delay_ms} ms, {disk.fsync_errors} fsync errors to come")
+    cut = ", ".join(response.partitioned_from) or "nobody"
+    click.echo(f"{name}: fsync delay {disk.fsync_delay_ms} ms, {disk.fsync_errors} fsync errors to come, ", nl=False)
+    click.echo(f"partitioned from {cut}")
+
+
+def _fault_amount(what: str, arg: str | None) -> int:
+    if what == "slow-disk":
+        unit, high = "milliseconds", node_faults.FSYNC_DELAY_MS_MAX
+    else:
+        unit, high = "fsyncs", node_faults.FSYNC_ERRORS_MAX
+    if arg is None or not arg.isdigit() or int(arg) > high:
+        raise click.UsageError(f"{what} needs a number of {unit}, 0 to {high}")
+    return int(arg)
 
 
 def _power_loss(cdir: launcher.ClusterDir, name: str) -> None:

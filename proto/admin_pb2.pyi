@@ -436,23 +436,33 @@ class DiskFault(_message.Message):
     fsync_errors: int
     def __init__(self, fsync_delay_ms: _Optional[int] = ..., fsync_errors: _Optional[int] = ...) -> None: ...
 
+class Partition(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, peers: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class InjectFaultRequest(_message.Message):
-    __slots__ = ("disk", "power_loss")
+    __slots__ = ("disk", "power_loss", "partition")
     DISK_FIELD_NUMBER: _ClassVar[int]
     POWER_LOSS_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
     disk: DiskFault
     power_loss: bool
-    def __init__(self, disk: _Optional[_Union[DiskFault, _Mapping]] = ..., power_loss: _Optional[bool] = ...) -> None: ...
+    partition: Partition
+    def __init__(self, disk: _Optional[_Union[DiskFault, _Mapping]] = ..., power_loss: _Optional[bool] = ..., partition: _Optional[_Union[Partition, _Mapping]] = ...) -> None: ...
 
 class InjectFaultResponse(_message.Message):
-    __slots__ = ("status", "message", "disk")
+    __slots__ = ("status", "message", "disk", "partitioned_from")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONED_FROM_FIELD_NUMBER: _ClassVar[int]
     status: _kv_pb2.Status
     message: str
     disk: DiskFault
-    def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., disk: _Optional[_Union[DiskFault, _Mapping]] = ...) -> None: ...
+    partitioned_from: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., disk: _Optional[_Union[DiskFault, _Mapping]] = ..., partitioned_from: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClearFaultsRequest(_message.Message):
     __slots__ = ()

@@ -907,7 +907,7 @@ class NodeControlStub:
     with the cluster secret).
 
     Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    replication delay/drop, partition from peers, pause and disk full as InjectFault kinds.
+    replication delay/drop, pause and disk full as InjectFault kinds.
     """
 
     def __init__(self, channel):
@@ -948,7 +948,7 @@ class NodeControlServicer:
     with the cluster secret).
 
     Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    replication delay/drop, partition from peers, pause and disk full as InjectFault kinds.
+    replication delay/drop, pause and disk full as InjectFault kinds.
     """
 
     def PushConfig(self, request, context):
@@ -970,7 +970,7 @@ class NodeControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InjectFault(self, request, context):
-        """Testbed faults (DESIGN §8): a slow or failing disk, or a power cut.
+        """Testbed faults (DESIGN §8): a slow or failing disk, a power cut, a partition.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1031,7 +1031,7 @@ class NodeControl:
     with the cluster secret).
 
     Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    replication delay/drop, partition from peers, pause and disk full as InjectFault kinds.
+    replication delay/drop, pause and disk full as InjectFault kinds.
     """
 
     @staticmethod

@@ -108,7 +108,6 @@ def _replica_hps(runtime, bucket_name: str) -> Callable[[int], int | None]:
 class NodeControlService(admin_pb2_grpc.NodeControlServicer):
     def __init__(self, runtime) -> None:
         self.rt = runtime
-        self.disk_faults = node_faults.DiskFaults()
 
     async def _cluster_only(self, context) -> None:
         principal = await _authenticate(self.rt, context)
@@ -127,20 +126,28 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
     async def InjectFault(self, request, context):
         await self._cluster_only(context)
         kind = request.WhichOneof("fault")
+        faults = self.rt.faults
         if kind == "power_loss" and request.power_loss:
             node_faults.power_loss(list(self.rt.buckets.values()))  # does not return
-        if kind != "disk":
-            return self._faults(Status.EINVAL, "InjectFault needs a disk fault or power_loss")
         try:
-            self.disk_faults.set(request.disk.fsync_delay_ms, request.disk.fsync_errors)
+            if kind == "disk":
+                faults.disk.set(request.disk.fsync_delay_ms, request.disk.fsync_errors)
+                faults.disk.install(self.rt.buckets.values())
+            elif kind == "partition":
+                known = [n.node_id for n in self.rt.config.nodes] if self.rt.config is not None else []
+                faults.partition(request.partition.peers, known, self.rt.node_id)
+                self.rt.on_partition_changed()
+            else:
+                return self._faults(Status.EINVAL, "InjectFault needs a disk fault, power_loss or a partition")
         except ValueError as exc:
             return self._faults(Status.EINVAL, str(exc))
-        self.disk_faults.install(self.rt.buckets.values())
         return self._faults(Status.SUCCESS)
 
     async def ClearFaults(self, request, context):
         await self._cluster_only(context)
-        self.disk_faults.set(0, 0)
+        self.rt.faults.disk.set(0, 0)
+        self.rt.faults.partitioned = frozenset()
+        self.rt.on_partition_changed()
         return self._faults(Status.SUCCESS)
 
     async def ListFaults(self, request, context):
@@ -148,10 +155,11 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
         return self._faults(Status.SUCCESS)
 
     def _faults(self, status: Status, message: str = "") -> admin_pb2.InjectFaultResponse:
-        disk = admin_pb2.DiskFault(
-            fsync_delay_ms=self.disk_faults.fsync_delay_ms, fsync_errors=self.disk_faults.fsync_errors
+        faults = self.rt.faults
+        disk = admin_pb2.DiskFault(fsync_delay_ms=faults.disk.fsync_delay_ms, fsync_errors=faults.disk.fsync_errors)
+        return admin_pb2.InjectFaultResponse(
+            status=status, message=message, disk=disk, partitioned_from=sorted(faults.partitioned)
         )
-        return admin_pb2.InjectFaultResponse(status=status, message=message, disk=disk)
 
     async def GetVBucketStates(self, request, context):
         await self._cluster_only(context)

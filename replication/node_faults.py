@@ -1,15 +1,22 @@
-"""Testbed faults of a node process (DESIGN §8): a slow or failing disk, and a power cut.
+"""Testbed faults of a node process (DESIGN §8): a slow or failing disk, a power cut, a partition.
 
-Owns `DiskFaults`, the fault hook installed on the write-ahead log of every bucket the node
-serves (`WriteAheadLog.fault_hook`, called by the WAL's flusher thread before each fsync):
-it sleeps `fsync_delay_ms` (a slow disk) and fails the next `fsync_errors` fsyncs with EIO
+Owns `NodeFaults` (what the node's NodeControl.InjectFault set: its `disk` faults and the
+peers it is `partitioned` from; the replication shells read the latter), and `DiskFaults`,
+the fault hook installed on the write-ahead log of every bucket the node serves
+(`WriteAheadLog.fault_hook`, called by the WAL's flusher thread before each fsync): it
+sleeps `fsync_delay_ms` (a slow disk) and fails the next `fsync_errors` fsyncs with EIO
 (the log refuses writes, rewrites from memory and recovers: engine/wal/FORMAT.md). And
 `power_loss`: every bucket's log drops what was not fsynced (`WriteAheadLog.power_loss`),
 then the process exits at once with status 137, answering nobody -- what a power cut leaves
 of a node whose SIGKILL alone would keep the page cache.
 
+A partition is enforced by both replication shells, so one side's fault is enough: the
+producer (`replication_service`) ends and refuses calls from a partitioned replica, the
+replicator (`replicator`) ends and does not open calls to a partitioned active. Clients and
+the manager still reach the node, as a partition between data nodes leaves them.
+
 Must never be reachable without the cluster secret (NodeControl checks it), or fake a
-fault elsewhere than in the real log and the real process.
+fault elsewhere than in the real log, the real process and the real calls.
 """
 
 from __future__ import annotations
@@ -64,6 +71,26 @@ class DiskFaults:
             time.sleep(delay_s)  # on the WAL's flusher thread: the disk is slow, not the node
         if fail:
             raise OSError(errno.EIO, "injected fsync error (durakv cluster fault)")
+
+
+class NodeFaults:
+    """Every fault injected into this node process."""
+
+    def __init__(self) -> None:
+        self.disk = DiskFaults()
+        self.partitioned: frozenset[str] = frozenset()  # peer node ids; read on the event loop
+
+    def partition(self, peers: Iterable[str], known: Iterable[str], node_id: str) -> None:
+        """Replace the partitioned peers (ValueError for an id that is not another node)."""
+        wanted, others = frozenset(peers), set(known) - {node_id}
+        unknown = sorted(wanted - others)
+        if unknown:
+            raise ValueError(f"not other nodes of this cluster: {', '.join(p[:64] for p in unknown)}")
+        self.partitioned = wanted
+        if wanted:
+            log.warning("partitioned from %s (replication)", ", ".join(sorted(wanted)))
+        else:
+            log.warning("partitions healed")
 
 
 def power_loss(buckets: Iterable[EmbeddedBucket]) -> None:

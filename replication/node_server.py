@@ -38,7 +38,7 @@ from durakv.engine.errors import DataDirError, EngineError, KVError, Status
 from durakv.engine.files import atomic_write
 from durakv.engine.vbucket import VBState
 from durakv.proto import admin_pb2, admin_pb2_grpc, cluster_pb2, kv_pb2, replication_pb2
-from durakv.replication import event_loop, node_config
+from durakv.replication import event_loop, node_config, node_faults
 from durakv.replication.auth import Authenticator, bearer_metadata, users_from_proto
 from durakv.replication.grpc_handlers import add_service
 from durakv.replication.kv_service import KVService
@@ -84,6 +84,8 @@ class NodeRuntime:
         self.stopping = False
         self.started_monotonic = time.monotonic()
         self.replicator = None  # the Replicator, once serve() built it (replica HPS for failover)
+        self.replication = None  # the ReplicationService, once serve() built it
+        self.faults = node_faults.NodeFaults()  # testbed faults (NodeControl.InjectFault)
         self._views: dict[str | None, cluster_pb2.ClusterConfig | None] = {}
         self._apply_lock = asyncio.Lock()
         # Called (awaited, in order) after each configuration is applied: replication follows it.
@@ -97,6 +99,13 @@ class NodeRuntime:
         if name in self.plans or name in self._applying:
             raise KVError(Status.TMPFAIL, f"bucket {name!r} is not ready on this node yet")
         raise KVError(Status.BUCKET_NOT_FOUND, f"bucket {name!r} not found")
+
+    def on_partition_changed(self) -> None:
+        """The partitioned peers changed: calls with them, either way, end now."""
+        if self.replication is not None:
+            self.replication.topology_changed()
+        if self.replicator is not None:
+            self.replicator.partition_changed()
 
     def bucket_view(self, name: str | None) -> cluster_pb2.ClusterConfig | None:
         """The client form: nodes and bucket `name` as NOT_MY_VBUCKET carries them (None: every bucket).
@@ -300,7 +309,7 @@ async def serve(options: NodeOptions) -> int:
         replication = ReplicationService(runtime)
         add_service(server, replication, replication_pb2.DESCRIPTOR.services_by_name["Replication"])
         replicator = Replicator(runtime, channel_options=GRPC_OPTIONS)
-        runtime.replicator = replicator
+        runtime.replicator, runtime.replication = replicator, replication
 
         async def follow_config() -> None:
             replication.topology_changed()

@@ -536,6 +536,9 @@ class ReplicationService:
         if consumer == rt.node_id or consumer not in {n.node_id for n in rt.config.nodes}:
             await refuse(Status.EINVAL, f"{consumer[:64]!r} is not another node of this cluster")
             return None
+        if consumer in rt.faults.partitioned:
+            await refuse(Status.TMPFAIL, f"partitioned from {consumer} (an injected fault)")
+            return None
         interval_ms = request.noop_interval_ms or self.noop_interval_ms
         interval_ms = min(max(interval_ms, NOOP_INTERVAL_MS_MIN), NOOP_INTERVAL_MS_MAX)
         session = _Session(bucket, consumer, request.buffer_bytes, interval_ms / 1000)
@@ -579,6 +582,8 @@ class ReplicationService:
                 if reader.done():
                     reader.result()  # a protocol error or a broken call ends this one too
                     return  # the replica half-closed
+                if session.consumer in self.rt.faults.partitioned:
+                    raise _PeerError("partitioned from it (an injected fault)")
                 if self.rt.buckets.get(session.bucket.config.name) is not session.bucket:
                     session.close_all(StreamEndReason.STATE_CHANGED, "the bucket is not served here any more")
                     await self._send(session, out)

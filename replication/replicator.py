@@ -94,6 +94,7 @@ REREQUEST_SOON_S = 0.05  # a stream ended for a reason the producer recovers fro
 REREQUEST_LATER_S = 0.5  # the producer is not (yet) the active: wait for the configurations to agree
 BUFFER_ACK_INTERVAL_S = 1.0  # processed bytes are returned at least this often
 NOOP_INTERVAL_MS = 1000  # asked of the producer; the call ends after two without a word
+PARTITION_CHECK_S = 0.1  # a link partitioned from its producer looks again this often
 APPLY_INLINE_ITEMS_MAX = 512  # larger snapshots are applied in a worker thread (under the bucket lock)
 
 
@@ -226,7 +227,15 @@ class _Link:
         self._batched = True  # StreamBatched; False after the producer answered it UNIMPLEMENTED
         self._held: list[pb.ReplicaMessage] | None = None  # what carrying out the current batch produced
         self._waiting_since: float | None = None  # monotonic: the reader has waited for a message since
+        self._grpc_call = None  # the call in progress, if any
+        self._cut_off = False  # partition_changed cancelled the call in progress
         self.task = asyncio.ensure_future(self._run())
+
+    def partition_changed(self) -> None:
+        """End the call now if its producer is partitioned from here (`_run` then waits it out)."""
+        if self.spec.active in self.r.rt.faults.partitioned and self._grpc_call is not None:
+            self._cut_off = True  # the CancelledError the call's reads now raise is ours, not a stop
+            self._grpc_call.cancel()
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -240,10 +249,18 @@ class _Link:
         delay = RECONNECT_MIN_S
         failures = 0
         while True:
+            while self.spec.active in self.r.rt.faults.partitioned:  # an injected fault: no call
+                await asyncio.sleep(PARTITION_CHECK_S)
             started = time.monotonic()
             batched = self._batched
             try:
-                await self._call()
+                try:
+                    await self._call()
+                except asyncio.CancelledError:
+                    if asyncio.current_task().cancelling() or not self._cut_off:
+                        raise  # the link is stopping
+                    self._cut_off = False  # partition_changed cancelled the gRPC call, not this task
+                    raise _LinkError("partitioned from the producer (an injected fault)") from None
                 reason = "the producer ended the call"
             except grpc.aio.AioRpcError as exc:
                 if batched and exc.code() is grpc.StatusCode.UNIMPLEMENTED:
@@ -290,6 +307,7 @@ class _Link:
         batched = self._batched
         metadata = bearer_metadata(self.r.secret())
         call = stub.StreamBatched(metadata=metadata) if batched else stub.Stream(metadata=metadata)
+        self._grpc_call = call
         tasks: list[asyncio.Future] = []
         try:
             epoch, revision = rt.version
@@ -335,6 +353,7 @@ class _Link:
             for task in tasks:
                 task.cancel()
             call.cancel()
+            self._grpc_call = None
 
     async def _write(self, call, out: asyncio.Queue, batched: bool) -> None:
         while True:
@@ -392,6 +411,8 @@ class _Link:
         while True:
             await asyncio.sleep(min(BUFFER_ACK_INTERVAL_S, interval_s) / 2)
             now = time.monotonic()
+            if self.spec.active in self.r.rt.faults.partitioned:
+                raise _LinkError("partitioned from the producer (an injected fault)")
             waiting_since = self._waiting_since
             if waiting_since is not None and now - waiting_since > 2 * interval_s:
                 # The producer sends a Noop every interval: it is gone (applying a long snapshot
@@ -581,6 +602,11 @@ class Replicator:
         self._replicas: dict[str, _BucketReplicas] = {}
         self._stopped = False
         self._replan_lock = asyncio.Lock()
+
+    def partition_changed(self) -> None:
+        """The partitioned peers changed (an injected fault): calls to them end now."""
+        for link in self._links.values():
+            link.partition_changed()
 
     def replica_hps(self, bucket_name: str, vbid: int) -> int | None:
         """The HPS this node acknowledges for its replica copy of `vbid` (None: no consumer for it yet)."""

@@ -339,7 +339,7 @@ async def replica_link_to(method: str, handler, request_type, response_type):
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    runtime = SimpleNamespace(node_id="new", version=(1, 1))
+    runtime = SimpleNamespace(node_id="new", version=(1, 1), faults=SimpleNamespace(partitioned=frozenset()))
     parent = SimpleNamespace(rt=runtime, buffer_bytes=0, channel=lambda _address: channel, secret=lambda: "s" * 64)
     bucket = SimpleNamespace(config=SimpleNamespace(name="default"))
     spec = replicator._LinkSpec(bucket, "", "old", f"127.0.0.1:{port}", ())

@@ -13,7 +13,10 @@ What the tests claim:
   the injected fsync delay (the active must fsync it too), and `clear` removes the fault;
 - fsync errors on one replica are absorbed: its log fails, rewrites from memory and
   recovers, the errors are used up, and durable writes go on succeeding (the other replica
-  and the active make the majority).
+  and the active make the majority);
+- a replica partitioned from the other nodes (1 replica): a durable write to a vbucket it
+  is the only replica of ends ambiguous, a NONE write succeeds (clients still reach the
+  active), and once healed durable writes succeed again.
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from durakv.auth import PasswordAuthenticator
 from durakv.cluster import Cluster
 from durakv.durability import DurabilityLevel, ServerDurability
-from durakv.exceptions import DocumentNotFoundException
+from durakv.exceptions import (
+    AmbiguousTimeoutException,
+    DocumentNotFoundException,
+    DurabilitySyncWriteAmbiguousException,
+)
 from durakv.options import ClusterOptions
 from durakv.replication import launcher
 
@@ -37,6 +46,7 @@ from .clusterkit import NODES, checked, durakv_cluster, free_base_port, keys_for
 ADMIN = PasswordAuthenticator("admin", "password")
 OP_TIMEOUT = timedelta(seconds=15)
 READY_TIMEOUT = timedelta(seconds=30)
+AMBIGUOUS = (DurabilitySyncWriteAmbiguousException, AmbiguousTimeoutException)
 LEVELS = {
     "ptm": ServerDurability(DurabilityLevel.PERSIST_TO_MAJORITY),
     "majority": ServerDurability(DurabilityLevel.MAJORITY),
@@ -48,7 +58,8 @@ LEVELS = {
 def cluster_up(tmp_path: Path, *options: str) -> Iterator[tuple[Path, str]]:
     cluster_dir = tmp_path / "cluster"
     try:
-        up = checked("up", "--dir", str(cluster_dir), "--replicas", "2", "--base-port", str(free_base_port()), *options)
+        replicas = () if "--replicas" in options else ("--replicas", "2")
+        up = checked("up", "--dir", str(cluster_dir), *replicas, "--base-port", str(free_base_port()), *options)
         yield cluster_dir, re.search(r"durakv://\S+", up.stdout).group(0)
     finally:
         destroyed = durakv_cluster("destroy", "--dir", str(cluster_dir))
@@ -129,3 +140,22 @@ def test_fsync_errors_on_a_replica_are_absorbed_and_used_up(tmp_path):
         assert "injected fsync error" in (d / "logs" / "node3.log").read_text()
         refused = durakv_cluster("fault", "--dir", str(d), "node9", "show")
         assert refused.returncode != 0 and "not a node" in refused.stderr
+
+
+def test_a_partitioned_replica_makes_durable_writes_ambiguous_until_healed(tmp_path):
+    with cluster_up(tmp_path, "--replicas", "1") as (d, connstr):
+        vbmap = launcher.ClusterDir(d).manager_config().buckets["default"].vbmap
+        vb = next(v for v, chain in enumerate(vbmap) if chain.active == "node1" and chain.replicas == ("node2",))
+        keys = [k for k in (f"cut-{i}" for i in range(100_000)) if vbucket_of(k) == vb][:3]
+        out = checked("fault", "--dir", str(d), "node2", "partition", "node1,node3").stdout
+        assert "partitioned from node1, node3" in out, out
+        with sdk(connstr) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            with pytest.raises(AMBIGUOUS):  # the only replica cannot be reached
+                coll.upsert(keys[0], {"cut": True}, durability=LEVELS["ptm"], timeout=timedelta(seconds=2))
+            coll.upsert(keys[1], {"cut": True}, timeout=OP_TIMEOUT)  # clients still reach the active
+            assert "partitioned from nobody" in checked("fault", "--dir", str(d), "node2", "heal").stdout
+            coll.upsert(keys[2], {"healed": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            assert coll.get(keys[2]).content_as[dict] == {"healed": True}
+        bad = durakv_cluster("fault", "--dir", str(d), "node2", "partition", "node9")
+        assert bad.returncode != 0 and "not other nodes" in bad.stderr
