@@ -1,0 +1,42 @@
+"""Testbed faults of a node (replication/node_faults.py): the disk fault hook and partitions."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from durakv.replication.node_faults import FSYNC_DELAY_MS_MAX, DiskFaults, NodeFaults
+
+
+def test_fsync_errors_fail_exactly_that_many_fsyncs_and_nothing_else():
+    faults = DiskFaults()
+    faults.set(0, 2)
+    faults._hook("write")  # only fsyncs fail
+    for _ in range(2):
+        with pytest.raises(OSError) as failed:
+            faults._hook("fsync")
+        assert failed.value.errno == errno.EIO
+    faults._hook("fsync")
+    assert faults.fsync_errors == 0
+
+
+@pytest.mark.parametrize("delay_ms, errors", [(-1, 0), (FSYNC_DELAY_MS_MAX + 1, 0), (0, -1)])
+def test_disk_faults_out_of_range_are_refused_and_change_nothing(delay_ms, errors):
+    faults = DiskFaults()
+    faults.set(5, 1)
+    with pytest.raises(ValueError):
+        faults.set(delay_ms, errors)
+    assert (faults.fsync_delay_ms, faults.fsync_errors) == (5, 1)
+
+
+def test_a_partition_names_other_nodes_of_the_cluster_only():
+    faults = NodeFaults()
+    faults.partition(["n1", "n3"], known=["n1", "n2", "n3"], node_id="n2")
+    assert faults.partitioned == {"n1", "n3"}
+    for peers in (["n2"], ["n9"]):
+        with pytest.raises(ValueError, match="not other nodes"):
+            faults.partition(peers, known=["n1", "n2", "n3"], node_id="n2")
+    assert faults.partitioned == {"n1", "n3"}
+    faults.partition([], known=["n1", "n2", "n3"], node_id="n2")
+    assert faults.partitioned == frozenset()
