@@ -34,12 +34,14 @@ prepares. It holds the whole answer in memory, so it is meant for one vbucket at
 
 Invariants: the checkpoint LSN never goes backwards; an apply is all-or-nothing; every
 `seqs` entry (vb, s) -> k has docs[k].seqno == s.
+
+engine/store_env.py opens the environment (directory claim, flags, databases, format check)
+and holds the resize gate; the layout names and STORE_FORMAT_VERSION are re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import struct
 import threading
@@ -51,30 +53,43 @@ import lmdb
 
 from durakv.engine import limits
 from durakv.engine.document import HEADER_SIZE, Document, decode_document, seqno_of, split_store_key
-from durakv.engine.errors import DataDirError, DataDirLockedError, FormatVersionError, StoreError
+from durakv.engine.errors import StoreError
+from durakv.engine.store_env import (
+    DB_DOCS,
+    DB_META,
+    DB_PREPARES,
+    DB_SEQS,
+    META_CHECKPOINT_LSN,
+    META_FORMAT_VERSION,
+    STORE_FORMAT_VERSION,
+    ResizeGate,
+    check_map_size,
+    claim_dir,
+    open_dbs,
+    open_env,
+    release_dir,
+)
 from durakv.engine.vbucket import decode_prepare_value, state_meta_key, stored_seqnos
 
-STORE_FORMAT_VERSION = 1
+__all__ = [
+    "DB_DOCS",
+    "DB_META",
+    "DB_PREPARES",
+    "DB_SEQS",
+    "META_CHECKPOINT_LSN",
+    "META_FORMAT_VERSION",
+    "STORE_FORMAT_VERSION",
+    "BackfillSnapshot",
+    "CheckpointBatch",
+    "CheckpointStore",
+]
 
-DB_META = b"meta"
-DB_DOCS = b"docs"
-DB_SEQS = b"seqs"
-DB_PREPARES = b"prepares"
-META_FORMAT_VERSION = b"format_version"  # u32 BE
-META_CHECKPOINT_LSN = b"checkpoint_lsn"  # u64 BE
 _META_RESERVED = frozenset({META_FORMAT_VERSION, META_CHECKPOINT_LSN})
-_ENV_FILE_NAMES = frozenset({"data.mdb", "lock.mdb"})
-
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _STORE_KEY_PREFIX_SIZE = 6  # vbucket u16 | collection id u32 (engine.document.store_key)
 _GET_ATTEMPTS_MAX = 3  # a get that keeps failing after map resizes is a real error
-
-# LMDB forbids opening one environment twice in a process (its fcntl locks would be shared
-# and the second close would drop the first's). Directories open here, by (st_dev, st_ino).
-_open_dirs: set[tuple[int, int]] = set()
-_open_dirs_lock = threading.Lock()
 
 _T = TypeVar("_T")
 
@@ -101,57 +116,6 @@ class BackfillSnapshot(NamedTuple):
     prepares: list[tuple[int, int, bytes, int, Document]]  # (seqno, collection id, key, level, doc), by seqno
 
 
-class _ResizeGate:
-    """Keeps `set_mapsize` away from open snapshots, and snapshots away from a resize."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._snapshots_open = 0
-        self._resizing = False
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._resizing)
-            self._snapshots_open += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._snapshots_open -= 1
-                self._cond.notify_all()
-
-    def wait_resized(self) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._resizing)
-
-    @contextlib.contextmanager
-    def resizing(self, wait_s: float) -> Iterator[None]:
-        with self._cond:
-            self._resizing = True
-            # Past the timeout the resize goes ahead; the stragglers' transactions are
-            # invalidated by py-lmdb and their iterators raise StoreError.
-            self._cond.wait_for(lambda: self._snapshots_open == 0, timeout=wait_s)
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
-
-
-def _check_map_size(name: str, size_bytes: int) -> None:
-    if size_bytes <= 0 or size_bytes % mmap.PAGESIZE:
-        raise ValueError(f"{name}={size_bytes} must be a positive multiple of the page size {mmap.PAGESIZE}")
-
-
-def _error_with(cls: type[DataDirError], message: str, **fields: object) -> DataDirError:
-    err = cls(message)
-    for name, value in fields.items():
-        setattr(err, name, value)
-    return err
-
-
 class CheckpointStore:
     """The LMDB checkpoint of one node. See the module docstring for the rules."""
 
@@ -162,116 +126,27 @@ class CheckpointStore:
         map_size_initial: int = limits.LMDB_MAP_SIZE_INITIAL,
         map_size_max: int = limits.LMDB_MAP_SIZE_MAX,
     ) -> None:
-        _check_map_size("map_size_initial", map_size_initial)
-        _check_map_size("map_size_max", map_size_max)
+        check_map_size("map_size_initial", map_size_initial)
+        check_map_size("map_size_max", map_size_max)
         if map_size_initial > map_size_max:
             raise ValueError(f"map_size_initial={map_size_initial} exceeds map_size_max={map_size_max}")
         self.path = os.fspath(path)
         self._map_size_max = map_size_max
-        self._gate = _ResizeGate()
+        self._gate = ResizeGate()
         self._write_lock = threading.Lock()
-        self._dir_id = self._prepare_dir()
+        self._dir_id = claim_dir(self.path)
         try:
-            self._env = self._open_env(map_size_initial)
+            self._env = open_env(self.path, map_size_initial)
         except BaseException:
-            with _open_dirs_lock:
-                _open_dirs.discard(self._dir_id)
+            release_dir(self._dir_id)
             raise
         self._begin = self._env.begin  # bound once: the get path is measured in nanoseconds
         try:
-            self._checkpoint_lsn = self._open_dbs()
+            dbs, self._checkpoint_lsn = open_dbs(self._env, self.path)
+            self._meta, self._docs, self._seqs, self._prepares = dbs
         except BaseException:
             self.close()
             raise
-
-    # -- opening ------------------------------------------------------------------------
-
-    def _prepare_dir(self) -> tuple[int, int]:
-        """Create the directory (owner-only), refuse foreign contents, claim it in this process."""
-        try:
-            # Created here rather than by py-lmdb, which would give the directory the files'
-            # mode (0o600, not traversable by a non-root owner).
-            os.makedirs(self.path, mode=0o700, exist_ok=True)
-            names = set(os.listdir(self.path))
-            st = os.stat(self.path)
-        except OSError as exc:
-            raise DataDirError(f"store directory {self.path} is unusable: {exc.strerror}") from exc
-        if "data.mdb" not in names and names - _ENV_FILE_NAMES:
-            foreign = ", ".join(sorted(names - _ENV_FILE_NAMES)[:5])
-            raise DataDirError(f"{self.path} is not an LMDB store directory (no data.mdb; holds {foreign})")
-        dir_id = (st.st_dev, st.st_ino)
-        with _open_dirs_lock:
-            if dir_id in _open_dirs:
-                raise _error_with(
-                    DataDirLockedError, f"store {self.path} is already open in this process", path=self.path
-                )
-            _open_dirs.add(dir_id)
-        return dir_id
-
-    def _open_env(self, map_size: int) -> lmdb.Environment:
-        try:
-            env = lmdb.open(
-                self.path,
-                map_size=map_size,  # grown on MapFullError, up to map_size_max
-                subdir=True,
-                readonly=False,
-                max_dbs=limits.LMDB_MAX_DBS,
-                sync=True,  # fsync data at each apply: the checkpoint must survive power loss
-                metasync=True,  # ... and the meta page that makes it visible
-                writemap=False,  # a wild write cannot reach the map; commits write via pwrite
-                map_async=False,  # only meaningful with writemap
-                lock=True,  # readers on other threads coordinate with the writer
-                # Reads are point lookups by key; readahead would pull neighbouring pages into
-                # the page cache and evict useful ones once the store outgrows RAM.
-                readahead=False,
-                # Page buffers are not zeroed first: faster. The unused tail of a page may hold
-                # stale heap bytes of this process; the files are owner-only (0o600).
-                meminit=False,
-                max_readers=limits.LMDB_MAX_READERS,
-                # One cached read transaction makes each get ~10% faster; it keeps a reader slot.
-                max_spare_txns=1,
-                mode=0o600,
-                create=True,
-                # The LMDB 0.9 data format, whatever LMDB_DEFAULT_LIB_VERSION says: readable
-                # by the common mdb_* tools; a file in another format is refused, not converted.
-                lib_version=0,
-            )
-        except lmdb.Error as exc:
-            raise DataDirError(f"{self.path} is not a usable LMDB environment: {exc}") from exc
-        # Slots of readers that died without closing (another process, earlier) are freed.
-        env.reader_check()
-        return env
-
-    def _open_dbs(self) -> int:
-        """Open (or, for a new environment, create) the named databases; return the checkpoint LSN."""
-        env = self._env
-        new = env.info()["last_txnid"] == 0  # no transaction ever committed: a fresh store
-        try:
-            with env.begin(write=True) as txn:
-                dbs = [env.open_db(name, txn=txn, create=new) for name in (DB_META, DB_DOCS, DB_SEQS, DB_PREPARES)]
-                if new:
-                    txn.put(META_FORMAT_VERSION, _U32.pack(STORE_FORMAT_VERSION), db=dbs[0])
-                    txn.put(META_CHECKPOINT_LSN, _U64.pack(0), db=dbs[0])
-                version_raw = txn.get(META_FORMAT_VERSION, db=dbs[0])
-                lsn_raw = txn.get(META_CHECKPOINT_LSN, db=dbs[0])
-        except lmdb.NotFoundError as exc:
-            raise DataDirError(f"{self.path}: LMDB environment lacks the store's databases: {exc}") from exc
-        except lmdb.Error as exc:
-            raise DataDirError(f"{self.path}: cannot open the store's databases: {exc}") from exc
-        self._meta, self._docs, self._seqs, self._prepares = dbs
-        if version_raw is None or len(version_raw) != _U32.size:
-            raise DataDirError(f"{self.path}: meta {META_FORMAT_VERSION!r} is missing or garbled: {version_raw!r}")
-        version = _U32.unpack(version_raw)[0]
-        if version != STORE_FORMAT_VERSION:
-            raise _error_with(
-                FormatVersionError,
-                f"{self.path}: store format version {version}, this build reads {STORE_FORMAT_VERSION}",
-                path=self.path,
-                version=version,
-            )
-        if lsn_raw is None or len(lsn_raw) != _U64.size:
-            raise DataDirError(f"{self.path}: meta {META_CHECKPOINT_LSN!r} is missing or garbled: {lsn_raw!r}")
-        return _U64.unpack(lsn_raw)[0]
 
     # -- reads --------------------------------------------------------------------------
 
@@ -517,8 +392,7 @@ class CheckpointStore:
             env, self._env = self._env, None
             if env is not None:
                 env.close()
-            with _open_dirs_lock:
-                _open_dirs.discard(self._dir_id)
+            release_dir(self._dir_id)
 
     def __enter__(self) -> CheckpointStore:
         return self

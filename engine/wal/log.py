@@ -16,6 +16,9 @@ Invariants:
 - Only the flusher thread writes files while it runs (`close`/`power_loss` stop it first).
 - Every segment but the current one is fully fsynced (sealed before the next is created),
   so only the current segment can hold unsynced bytes.
+
+Beside it: segments.py (creating, listing and fsyncing segment files, each step of
+FORMAT.md's writing rules) and fsync_policy.py (`FsyncPolicy`, re-exported here).
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 from durakv.engine import limits
-from durakv.engine.errors import DataDirError, WalFailedError
+from durakv.engine.errors import WalFailedError
 from durakv.engine.wal import codec
 from durakv.engine.wal.codec import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, WalRecord
+from durakv.engine.wal.fsync_policy import FsyncPolicy
+from durakv.engine.wal.segments import create_segment, fsync_directory, list_segments, make_directory, pwrite_all
 
 __all__ = ["FsyncPolicy", "WalBackpressureError", "WalClosedError", "WalRecord", "WriteAheadLog"]
 
@@ -41,31 +45,6 @@ class WalBackpressureError(WalFailedError):
 
 class WalClosedError(WalFailedError):
     """The log was closed (or lost power); it accepts no more appends."""
-
-
-@dataclass(frozen=True)
-class FsyncPolicy:
-    """When the flusher fdatasyncs: every batch, at most every `interval_ms`, or on request only."""
-
-    mode: Literal["always", "interval", "never"]
-    interval_ms: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> FsyncPolicy:
-        if text == "always" or text == "never":
-            return cls(text)
-        name, sep, value = text.partition("=")
-        if name == "interval" and sep and value.isdigit():
-            interval_ms = int(value)
-            if 1 <= interval_ms <= limits.WAL_FSYNC_INTERVAL_MAX_MS:
-                return cls("interval", interval_ms)
-        raise ValueError(
-            f"fsync policy must be 'always', 'never' or 'interval=N' with 1 <= N <= "
-            f"{limits.WAL_FSYNC_INTERVAL_MAX_MS} (ms), got {text!r}"
-        )
-
-    def __str__(self) -> str:
-        return f"interval={self.interval_ms}" if self.mode == "interval" else self.mode
 
 
 class WriteAheadLog:
@@ -143,8 +122,8 @@ class WriteAheadLog:
         if buffer_size_max < 1:
             raise ValueError("buffer_size_max must be positive")
         directory = os.path.abspath(os.fspath(directory))
-        _make_directory(directory)
-        starts = _list_segments(directory)
+        make_directory(directory)
+        starts = list_segments(directory)
         previous_end: int | None = None
         recreate = not starts
         for index, start in enumerate(starts):
@@ -162,7 +141,7 @@ class WriteAheadLog:
             del data
             if scan.torn_reason is not None and scan.valid_size == 0:  # S1/S2: recreate it below
                 os.unlink(path)
-                _fsync_directory(directory)
+                fsync_directory(directory)
                 recreate = True
             elif scan.torn_reason is not None:  # T1: cut the torn tail
                 with open(path, "r+b") as file:
@@ -171,7 +150,7 @@ class WriteAheadLog:
             previous_end = scan.end_lsn
         end_lsn = previous_end if previous_end is not None else 0
         if recreate:
-            fd = _create_segment(directory, end_lsn)
+            fd = create_segment(directory, end_lsn)
             if not starts:
                 starts.append(end_lsn)
             assert starts[-1] == end_lsn
@@ -182,7 +161,7 @@ class WriteAheadLog:
             os.fdatasync(fd)
         # The same holds for directory entries: a segment created just before a crash is only
         # durable once its directory is fsynced, and everything persisted into it depends on it.
-        _fsync_directory(directory)
+        fsync_directory(directory)
         size = os.fstat(fd).st_size
         assert starts[-1] + size - SEGMENT_HEADER_SIZE == end_lsn
         return cls(directory, fsync_policy, segment_size_max, buffer_size_max, starts, fd, size)
@@ -343,7 +322,7 @@ class WriteAheadLog:
                     self._segments[0:0] = doomed[index:]
                 raise
         if doomed:
-            _fsync_directory(self._directory)
+            fsync_directory(self._directory)
 
     # ---- stopping --------------------------------------------------------------------
 
@@ -386,10 +365,10 @@ class WriteAheadLog:
         os.ftruncate(self._fd, self._segment_synced_size)
         os.fdatasync(self._fd)
         os.close(self._fd)
-        for start in _list_segments(self._directory):
+        for start in list_segments(self._directory):
             if start > self._segment_start_lsn:
                 os.unlink(self._segment_path(start))
-        _fsync_directory(self._directory)
+        fsync_directory(self._directory)
         with self._lock:
             self._closed = True
             self._unpersisted.clear()
@@ -512,7 +491,7 @@ class WriteAheadLog:
             return
         self._fault("write")
         data = b"".join(group)
-        _pwrite_all(self._fd, data, self._segment_size)
+        pwrite_all(self._fd, data, self._segment_size)
         self._segment_size += len(data)
         self._written_count += len(group)
 
@@ -540,7 +519,7 @@ class WriteAheadLog:
         start_lsn = self._segment_start_lsn + self._segment_size - SEGMENT_HEADER_SIZE
         assert start_lsn == self._persisted_lsn
         self._fault("create")
-        fd = _create_segment(self._directory, start_lsn)
+        fd = create_segment(self._directory, start_lsn)
         os.close(self._fd)
         self._fd, self._segment_start_lsn = fd, start_lsn
         self._segment_size = self._segment_synced_size = SEGMENT_HEADER_SIZE
@@ -562,69 +541,3 @@ class WriteAheadLog:
 
     def _segment_path(self, start_lsn: int) -> str:
         return os.path.join(self._directory, codec.segment_file_name(start_lsn))
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    done = 0
-    while done < len(view):  # a short write (e.g. at RLIMIT_FSIZE) is followed by the real error
-        written = os.pwrite(fd, view[done:], offset + done)
-        assert written > 0
-        done += written
-
-
-def _create_segment(directory: str, start_lsn: int) -> int:
-    """Create a segment with its header, durable (file and directory fsynced); returns its fd."""
-    path = os.path.join(directory, codec.segment_file_name(start_lsn))
-    try:
-        os.unlink(path)  # left by an earlier attempt that failed part-way: never held records
-    except FileNotFoundError:
-        pass
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        _pwrite_all(fd, codec.encode_segment_header(start_lsn), 0)
-        os.fsync(fd)  # fsync, not fdatasync: the new file's size and inode must be durable too
-        _fsync_directory(directory)
-    except BaseException:
-        os.close(fd)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        raise
-    return fd
-
-
-def _list_segments(directory: str) -> list[int]:
-    starts = []
-    for name in os.listdir(directory):
-        start = codec.parse_segment_file_name(name)
-        if start is not None:
-            starts.append(start)
-        elif name.endswith(".wal"):
-            raise DataDirError(f"unexpected file {name!r} in WAL directory {directory}")
-    return sorted(starts)
-
-
-def _make_directory(directory: str) -> None:
-    """Create `directory` and any missing parents, fsyncing each parent so the entry lasts."""
-    missing = []
-    path = directory
-    while not os.path.isdir(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    for path in reversed(missing):
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            if not os.path.isdir(path):
-                raise DataDirError(f"WAL directory {path} exists and is not a directory") from None
-        _fsync_directory(os.path.dirname(path))
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -434,7 +434,7 @@ def _list_segments(disk: SimDisk) -> list[int]:
 
 
 def _create_segment_now(disk: SimDisk, start_lsn: int) -> SimFile:
-    """log.py `_create_segment`, during open (instantaneous): header, fsync, directory fsync."""
+    """`segments.create_segment`, during open (instantaneous): header, fsync, directory fsync."""
     file_name = codec.segment_file_name(start_lsn)
     if disk.exists(file_name):
         disk.unlink(file_name)
