@@ -419,7 +419,7 @@ def auto_failover_command(cluster_dir, enabled, timeout_s, max_count, reset) -> 
         click.echo(f"  {response.decision}")
 
 
-FAULTS = ("power-loss", "slow-disk", "disk-errors", "partition", "heal", "clear", "show")
+FAULTS = ("power-loss", "slow-disk", "disk-errors", "net-delay", "partition", "heal", "clear", "show")
 
 
 @cluster_group.command()
@@ -436,6 +436,8 @@ def fault(cluster_dir, name, what, arg) -> None:
     slow-disk MS      every fsync of the node takes MS milliseconds longer (0: a normal disk)
     disk-errors N     the node's next N fsyncs fail with EIO (its log refuses writes, rewrites
                       from memory and recovers)
+    net-delay MS      every replication message the node sends leaves MS milliseconds later
+                      (its rounds as an active, its acks as a replica); up to 1000
     partition N1,N2   no replication between the node and these nodes, either way (clients
                       and the manager still reach it); heal: no partition
     clear             no more faults; show: the node's faults now
@@ -453,6 +455,9 @@ def fault(cluster_dir, name, what, arg) -> None:
             response = _ask_node(cdir, name, "ClearFaults", admin_pb2.ClearFaultsRequest(), timeout)
         elif what == "show":
             response = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout)
+        elif what == "net-delay":
+            delay = admin_pb2.NetworkFault(replication_delay_ms=_fault_amount(what, arg))
+            response = _ask_node(cdir, name, "InjectFault", admin_pb2.InjectFaultRequest(network=delay), timeout)
         elif what in ("partition", "heal"):
             if what == "partition" and not arg:
                 raise click.UsageError("partition needs the nodes to cut off: partition NODE1,NODE2")
@@ -472,12 +477,14 @@ def fault(cluster_dir, name, what, arg) -> None:
     disk = response.disk
     cut = ", ".join(response.partitioned_from) or "nobody"
     click.echo(f"{name}: fsync delay {disk.fsync_delay_ms} ms, {disk.fsync_errors} fsync errors to come, ", nl=False)
-    click.echo(f"partitioned from {cut}")
+    click.echo(f"replication delay {response.network.replication_delay_ms} ms, partitioned from {cut}")
 
 
 def _fault_amount(what: str, arg: str | None) -> int:
     if what == "slow-disk":
         unit, high = "milliseconds", node_faults.FSYNC_DELAY_MS_MAX
+    elif what == "net-delay":
+        unit, high = "milliseconds", node_faults.REPLICATION_DELAY_MS_MAX
     else:
         unit, high = "fsyncs", node_faults.FSYNC_ERRORS_MAX
     if arg is None or not arg.isdigit() or int(arg) > high:

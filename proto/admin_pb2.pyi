@@ -442,27 +442,37 @@ class Partition(_message.Message):
     peers: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, peers: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class NetworkFault(_message.Message):
+    __slots__ = ("replication_delay_ms",)
+    REPLICATION_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    replication_delay_ms: int
+    def __init__(self, replication_delay_ms: _Optional[int] = ...) -> None: ...
+
 class InjectFaultRequest(_message.Message):
-    __slots__ = ("disk", "power_loss", "partition")
+    __slots__ = ("disk", "power_loss", "partition", "network")
     DISK_FIELD_NUMBER: _ClassVar[int]
     POWER_LOSS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
     disk: DiskFault
     power_loss: bool
     partition: Partition
-    def __init__(self, disk: _Optional[_Union[DiskFault, _Mapping]] = ..., power_loss: _Optional[bool] = ..., partition: _Optional[_Union[Partition, _Mapping]] = ...) -> None: ...
+    network: NetworkFault
+    def __init__(self, disk: _Optional[_Union[DiskFault, _Mapping]] = ..., power_loss: _Optional[bool] = ..., partition: _Optional[_Union[Partition, _Mapping]] = ..., network: _Optional[_Union[NetworkFault, _Mapping]] = ...) -> None: ...
 
 class InjectFaultResponse(_message.Message):
-    __slots__ = ("status", "message", "disk", "partitioned_from")
+    __slots__ = ("status", "message", "disk", "partitioned_from", "network")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
     PARTITIONED_FROM_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
     status: _kv_pb2.Status
     message: str
     disk: DiskFault
     partitioned_from: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., disk: _Optional[_Union[DiskFault, _Mapping]] = ..., partitioned_from: _Optional[_Iterable[str]] = ...) -> None: ...
+    network: NetworkFault
+    def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., disk: _Optional[_Union[DiskFault, _Mapping]] = ..., partitioned_from: _Optional[_Iterable[str]] = ..., network: _Optional[_Union[NetworkFault, _Mapping]] = ...) -> None: ...
 
 class ClearFaultsRequest(_message.Message):
     __slots__ = ()

@@ -1,4 +1,4 @@
-"""Testbed faults of a node process (DESIGN §8): a slow or failing disk, a power cut, a partition.
+"""Testbed faults of a node process (DESIGN §8): a slow or failing disk, a power cut, a slow network, a partition.
 
 Owns `NodeFaults` (what the node's NodeControl.InjectFault set: its `disk` faults and the
 peers it is `partitioned` from; the replication shells read the latter), and `DiskFaults`,
@@ -9,6 +9,10 @@ sleeps `fsync_delay_ms` (a slow disk) and fails the next `fsync_errors` fsyncs w
 `power_loss`: every bucket's log drops what was not fsynced (`WriteAheadLog.power_loss`),
 then the process exits at once with status 137, answering nobody -- what a power cut leaves
 of a node whose SIGKILL alone would keep the page cache.
+
+A replication delay is paid by both replication shells before each message they send (the
+producer's rounds, the replica's acks); what became ready meanwhile joins the next message,
+so the delay is latency, not a throughput cap.
 
 A partition is enforced by both replication shells, so one side's fault is enough: the
 producer (`replication_service`) ends and refuses calls from a partitioned replica, the
@@ -35,6 +39,7 @@ log = logging.getLogger("durakv.node")
 POWER_LOSS_EXIT_STATUS = 137  # as a SIGKILL: the process ends without a word
 FSYNC_DELAY_MS_MAX = 60_000
 FSYNC_ERRORS_MAX = 1_000_000
+REPLICATION_DELAY_MS_MAX = 1000  # below the replication calls' liveness intervals
 
 
 class DiskFaults:
@@ -79,6 +84,13 @@ class NodeFaults:
     def __init__(self) -> None:
         self.disk = DiskFaults()
         self.partitioned: frozenset[str] = frozenset()  # peer node ids; read on the event loop
+        self.replication_delay_s = 0.0  # added before each replication message this node sends
+
+    def set_replication_delay(self, delay_ms: int) -> None:
+        if not 0 <= delay_ms <= REPLICATION_DELAY_MS_MAX:
+            raise ValueError(f"replication delay must be 0 to {REPLICATION_DELAY_MS_MAX} ms, not {delay_ms}")
+        self.replication_delay_s = delay_ms / 1000
+        log.warning("replication messages sent from here are delayed %d ms", delay_ms)
 
     def partition(self, peers: Iterable[str], known: Iterable[str], node_id: str) -> None:
         """Replace the partitioned peers (ValueError for an id that is not another node)."""

@@ -41,6 +41,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 
 import grpc
 
@@ -107,19 +109,61 @@ class _Hub:
 
 # -- sending on a call ---------------------------------------------------------------------------
 class _Out:
-    """How a call's messages go out: one write each (Stream) or one write per batch (StreamBatched)."""
+    """How a call's messages go out: one write each (Stream) or one write per batch (StreamBatched).
 
-    def __init__(self, context, batched: bool) -> None:
+    With a replication delay (an injected fault, node_faults.py) messages go through a delay
+    line instead: each leaves `delay` after it was handed over, in order, those due together
+    in one write, while the session goes on building rounds (its byte window still bounds
+    what is in flight). A write that fails there ends the call at the next `send`.
+    """
+
+    def __init__(self, context, batched: bool, delay_s: Callable[[], float] = lambda: 0.0) -> None:
         self.context = context
         self.batched = batched
+        self._delay_s = delay_s
+        self._line: deque[tuple[float, list[pb.ProducerMessage]]] = deque()  # (due, messages)
+        self._sender: asyncio.Task | None = None
 
     async def send(self, messages: list[pb.ProducerMessage]) -> None:
+        delay = self._delay_s()
+        if not delay and not self._line:
+            await self._write(messages)
+            return
+        if self._sender is not None and self._sender.done() and not self._sender.cancelled():
+            self._sender.result()  # a delayed write failed: the call is over
+        if messages:
+            self._line.append((time.monotonic() + delay, messages))
+        if self._line and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        line = self._line
+        while line:
+            wait = line[0][0] - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now = time.monotonic()
+            due: list[pb.ProducerMessage] = []
+            while line and line[0][0] <= now:
+                due += line.popleft()[1]
+            await self._write(due)
+
+    async def _write(self, messages: list[pb.ProducerMessage]) -> None:
         if self.batched:
             for batch in wi.batches(messages):
                 await self.context.write(batch)
         else:
             for message in messages:
                 await self.context.write(message)
+
+    async def flush(self) -> None:
+        """Wait until the delay line is empty (a call ending on its own: its last answers go out)."""
+        if self._sender is not None and not self._sender.done():
+            await self._sender
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
 
 
 async def _unbatched(batches):
@@ -168,10 +212,14 @@ class ReplicationService:
         return hub
 
     async def Stream(self, request_iterator, context):
-        await self._serve(request_iterator.__aiter__(), _Out(context, batched=False), context)
+        await self._serve(request_iterator.__aiter__(), self._out(context, batched=False), context)
 
     async def StreamBatched(self, request_iterator, context):
-        await self._serve(_unbatched(request_iterator), _Out(context, batched=True), context)
+        await self._serve(_unbatched(request_iterator), self._out(context, batched=True), context)
+
+    def _out(self, context, *, batched: bool) -> _Out:
+        faults = self.rt.faults
+        return _Out(context, batched, lambda: faults.replication_delay_s)
 
     async def _serve(self, requests, out: _Out, context) -> None:
         await self._authenticate(context)
@@ -181,6 +229,7 @@ class ReplicationService:
             return
         session = await self._open(first, out)
         if session is None:
+            await out.flush()  # the refusal
             return
         hub = self._hub(session.bucket)
         hub.add(session)
@@ -194,6 +243,7 @@ class ReplicationService:
             hub.remove(session)
             self._sessions.discard(session)
             reader.cancel()
+            out.close()
             session.cancel_reads()
         log.info("replication call from %s for bucket %s closed", session.consumer, session.bucket.config.name)
 

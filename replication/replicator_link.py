@@ -37,6 +37,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -96,7 +97,9 @@ class Link(ConsumerActions):
         self.spec = spec
         self.replicas = replicas
         self.name = f"{spec.bucket.config.name}<-{spec.active}"
-        self._out: asyncio.Queue[pb.ReplicaMessage | list[pb.ReplicaMessage]] | None = None
+        self._out: asyncio.Queue[tuple[float, pb.ReplicaMessage | list[pb.ReplicaMessage]]] | None = (
+            None  # (queued at, entry)
+        )
         self._generation = 0
         self._unacked_bytes = 0
         self._last_buffer_ack = time.monotonic()
@@ -234,13 +237,22 @@ class Link(ConsumerActions):
             self._grpc_call = None
 
     async def _write(self, call, out: asyncio.Queue, batched: bool) -> None:
+        pending: deque[tuple[float, pb.ReplicaMessage | list[pb.ReplicaMessage]]] = deque()  # (queued at, entry)
         while True:
-            queued = [await out.get()]
+            if not pending:
+                pending.append(await out.get())
             await let_ready_work_run()  # the acks of what is being applied join these (coalesce.py)
             while not out.empty():
-                queued.append(out.get_nowait())
+                pending.append(out.get_nowait())
+            delay = self.r.rt.faults.replication_delay_s  # an injected fault (node_faults.py)
+            wait = pending[0][0] + delay - time.monotonic() if delay else 0.0
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue  # what came meanwhile joins, if it is due too
+            now = time.monotonic()
             batch: list[pb.ReplicaMessage] = []
-            for entry in queued:
+            while pending and pending[0][0] + delay <= now:
+                entry = pending.popleft()[1]
                 if isinstance(entry, list):
                     batch += entry
                 else:
@@ -277,7 +289,7 @@ class Link(ConsumerActions):
                     if self._held is held:
                         self._held = None
                 if held and self._out is not None:
-                    self._out.put_nowait(held)
+                    self._out.put_nowait((time.monotonic(), held))
             # Bounded by `_tick` (a timer per read would cost a task and a timer handle per message).
             self._waiting_since = time.monotonic()
             messages = await self._receive(call, batched)
@@ -311,7 +323,7 @@ class Link(ConsumerActions):
         if hold and self._held is not None:
             self._held.append(message)
         else:
-            self._out.put_nowait(message)
+            self._out.put_nowait((time.monotonic(), message))
 
     def send_acks(self, actions: Sequence[sc.Action]) -> None:
         """SeqnoAcks from a persistence advance (the consumer only acks while streaming)."""

@@ -14,6 +14,8 @@ What the tests claim:
 - fsync errors on one replica are absorbed: its log fails, rewrites from memory and
   recovers, the errors are used up, and durable writes go on succeeding (the other replica
   and the active make the majority);
+- a replication delay on both replicas (their acks leave late), or on the active (its
+  prepare leaves late), makes a MAJORITY write wait at least that delay; `clear` ends it;
 - a replica partitioned from the other nodes (1 replica): a durable write to a vbucket it
   is the only replica of ends ambiguous, a NONE write succeeds (clients still reach the
   active), and once healed durable writes succeed again.
@@ -159,3 +161,30 @@ def test_a_partitioned_replica_makes_durable_writes_ambiguous_until_healed(tmp_p
             assert coll.get(keys[2]).content_as[dict] == {"healed": True}
         bad = durakv_cluster("fault", "--dir", str(d), "node2", "partition", "node9")
         assert bad.returncode != 0 and "not other nodes" in bad.stderr
+
+
+def test_a_replication_delay_on_the_replicas_delays_durable_writes_by_at_least_it(tmp_path):
+    with cluster_up(tmp_path) as (d, connstr):
+        vbmap = launcher.ClusterDir(d).manager_config().buckets["default"].vbmap
+        vb = next(v for v, chain in enumerate(vbmap) if chain.active == "node1")
+        key = next(k for k in (f"far-{i}" for i in range(100_000)) if vbucket_of(k) == vb)
+        for replica in ("node2", "node3"):  # their acks to node1 leave 300 ms late
+            out = checked("fault", "--dir", str(d), replica, "net-delay", "300").stdout
+            assert "replication delay 300 ms" in out, out
+        with sdk(connstr) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            started = time.monotonic()
+            coll.upsert(key, {"far": True}, durability=LEVELS["majority"], timeout=OP_TIMEOUT)
+            assert time.monotonic() - started >= 0.3
+            for replica in ("node2", "node3"):
+                assert "replication delay 0 ms" in checked("fault", "--dir", str(d), replica, "clear").stdout
+            # The active's own rounds delayed instead: the prepare reaches the replicas late.
+            checked("fault", "--dir", str(d), "node1", "net-delay", "300")
+            started = time.monotonic()
+            coll.upsert(key, {"far": "again"}, durability=LEVELS["majority"], timeout=OP_TIMEOUT)
+            assert time.monotonic() - started >= 0.3
+            checked("fault", "--dir", str(d), "node1", "clear")
+            coll.upsert(key, {"far": False}, durability=LEVELS["majority"], timeout=OP_TIMEOUT)
+            assert coll.get(key).content_as[dict] == {"far": False}
+        bad = durakv_cluster("fault", "--dir", str(d), "node2", "net-delay", "5000")
+        assert bad.returncode != 0 and "0 to 1000" in bad.stderr

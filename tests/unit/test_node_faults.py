@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from durakv.replication.node_faults import FSYNC_DELAY_MS_MAX, DiskFaults, NodeFaults
+from durakv.replication.node_faults import FSYNC_DELAY_MS_MAX, REPLICATION_DELAY_MS_MAX, DiskFaults, NodeFaults
 
 
 def test_fsync_errors_fail_exactly_that_many_fsyncs_and_nothing_else():
@@ -40,3 +40,12 @@ def test_a_partition_names_other_nodes_of_the_cluster_only():
     assert faults.partitioned == {"n1", "n3"}
     faults.partition([], known=["n1", "n2", "n3"], node_id="n2")
     assert faults.partitioned == frozenset()
+
+
+def test_a_replication_delay_is_bounded_and_kept_in_seconds():
+    faults = NodeFaults()
+    faults.set_replication_delay(250)
+    assert faults.replication_delay_s == 0.25
+    with pytest.raises(ValueError):
+        faults.set_replication_delay(REPLICATION_DELAY_MS_MAX + 1)
+    assert faults.replication_delay_s == 0.25
