@@ -419,7 +419,18 @@ def auto_failover_command(cluster_dir, enabled, timeout_s, max_count, reset) -> 
         click.echo(f"  {response.decision}")
 
 
-FAULTS = ("power-loss", "slow-disk", "disk-errors", "net-delay", "partition", "heal", "clear", "show")
+FAULTS = (
+    "power-loss",
+    "pause",
+    "resume",
+    "slow-disk",
+    "disk-errors",
+    "net-delay",
+    "partition",
+    "heal",
+    "clear",
+    "show",
+)
 
 
 @cluster_group.command()
@@ -433,6 +444,7 @@ def fault(cluster_dir, name, what, arg) -> None:
     \b
     power-loss        drop every write-ahead-log byte the node has not fsynced, then it exits
                       at once (137), as a power cut; `durakv cluster start NODE` brings it back
+    pause, resume     SIGSTOP / SIGCONT the node's process: alive, answering nothing
     slow-disk MS      every fsync of the node takes MS milliseconds longer (0: a normal disk)
     disk-errors N     the node's next N fsyncs fail with EIO (its log refuses writes, rewrites
                       from memory and recovers)
@@ -450,6 +462,13 @@ def fault(cluster_dir, name, what, arg) -> None:
         _node_of(cdir, name)
         if what == "power-loss":
             _power_loss(cdir, name)
+            return
+        if what in ("pause", "resume"):
+            with cdir.lock():
+                done = launcher.pause(cdir, [name], resume=what == "resume")
+            if not done:
+                raise click.ClickException(f"{name} is not running")
+            click.echo(f"{name} {'resumed' if what == 'resume' else 'paused'} (pid {done[name]})")
             return
         if what == "clear":
             response = _ask_node(cdir, name, "ClearFaults", admin_pb2.ClearFaultsRequest(), timeout)

@@ -447,6 +447,8 @@ def _end(cdir: ClusterDir, names: Iterable[str], signum: int, timeout_s: float) 
     running = _running_records(cdir, names)
     for record in running.values():
         _signal(record, signum)
+        if signum != signal.SIGKILL:
+            _signal(record, signal.SIGCONT)  # a paused process (`pause`) must see it now
     stubborn = _wait_gone(running.values(), timeout_s)
     for record in stubborn:
         _signal(record, signal.SIGKILL)
@@ -462,6 +464,14 @@ def _end(cdir: ClusterDir, names: Iterable[str], signum: int, timeout_s: float) 
 def stop(cdir: ClusterDir, names: Iterable[str], timeout_s: float = STOP_TIMEOUT_S_DEFAULT) -> dict[str, Ending]:
     """SIGTERM the running processes of `names`; SIGKILL the ones still up after `timeout_s`."""
     return _end(cdir, names, signal.SIGTERM, timeout_s)
+
+
+def pause(cdir: ClusterDir, names: Iterable[str], *, resume: bool = False) -> dict[str, int]:
+    """SIGSTOP (or, `resume`, SIGCONT) the running processes of `names`: a testbed pause; name -> pid."""
+    running = _running_records(cdir, names)
+    for record in running.values():
+        _signal(record, signal.SIGCONT if resume else signal.SIGSTOP)
+    return {name: record.pid for name, record in running.items()}
 
 
 def kill(cdir: ClusterDir, names: Iterable[str]) -> dict[str, Ending]:

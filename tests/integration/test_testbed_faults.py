@@ -16,6 +16,8 @@ What the tests claim:
   and the active make the majority);
 - a replication delay on both replicas (their acks leave late), or on the active (its
   prepare leaves late), makes a MAJORITY write wait at least that delay; `clear` ends it;
+- a paused replica (SIGSTOP) does not stop PERSIST_TO_MAJORITY writes (the active and the
+  other replica are a majority); resumed, it serves again; a paused node still stops cleanly;
 - a replica partitioned from the other nodes (1 replica): a durable write to a vbucket it
   is the only replica of ends ambiguous, a NONE write succeeds (clients still reach the
   active), and once healed durable writes succeed again.
@@ -188,3 +190,24 @@ def test_a_replication_delay_on_the_replicas_delays_durable_writes_by_at_least_i
             assert coll.get(key).content_as[dict] == {"far": False}
         bad = durakv_cluster("fault", "--dir", str(d), "node2", "net-delay", "5000")
         assert bad.returncode != 0 and "0 to 1000" in bad.stderr
+
+
+def test_a_paused_replica_does_not_stop_durable_writes_and_a_paused_node_still_stops(tmp_path):
+    with cluster_up(tmp_path) as (d, connstr):
+        vbmap = launcher.ClusterDir(d).manager_config().buckets["default"].vbmap
+        vb = next(v for v, chain in enumerate(vbmap) if chain.active == "node1" and "node3" in chain.replicas)
+        on_node3 = next(v for v, chain in enumerate(vbmap) if chain.active == "node3")
+        key = next(k for k in (f"pause-{i}" for i in range(100_000)) if vbucket_of(k) == vb)
+        other = next(k for k in (f"pause-{i}" for i in range(100_000)) if vbucket_of(k) == on_node3)
+        with sdk(connstr) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            assert "node3 paused" in checked("fault", "--dir", str(d), "node3", "pause").stdout
+            # node1 and node2 are a majority of the chain: the paused node3 is not needed.
+            coll.upsert(key, {"paused": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            assert "node3 resumed" in checked("fault", "--dir", str(d), "node3", "resume").stdout
+            coll.upsert(other, {"resumed": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            assert coll.get(other).content_as[dict] == {"resumed": True}
+        checked("fault", "--dir", str(d), "node2", "pause")
+        started = time.monotonic()
+        checked("stop", "--dir", str(d), "node2")  # SIGTERM reaches a paused node: no SIGKILL wait
+        assert time.monotonic() - started < launcher.STOP_TIMEOUT_S_DEFAULT
