@@ -426,6 +426,7 @@ FAULTS = (
     "slow-disk",
     "disk-errors",
     "net-delay",
+    "net-drop",
     "partition",
     "heal",
     "clear",
@@ -450,6 +451,8 @@ def fault(cluster_dir, name, what, arg) -> None:
                       from memory and recovers)
     net-delay MS      every replication message the node sends leaves MS milliseconds later
                       (its rounds as an active, its acks as a replica); up to 1000
+    net-drop PCT      each replication message the node sends is lost with PCT % chance: its
+                      call ends (a stream loses no single message) and the replica reconnects
     partition N1,N2   no replication between the node and these nodes, either way (clients
                       and the manager still reach it); heal: no partition
     clear             no more faults; show: the node's faults now
@@ -474,9 +477,15 @@ def fault(cluster_dir, name, what, arg) -> None:
             response = _ask_node(cdir, name, "ClearFaults", admin_pb2.ClearFaultsRequest(), timeout)
         elif what == "show":
             response = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout)
-        elif what == "net-delay":
-            delay = admin_pb2.NetworkFault(replication_delay_ms=_fault_amount(what, arg))
-            response = _ask_node(cdir, name, "InjectFault", admin_pb2.InjectFaultRequest(network=delay), timeout)
+        elif what in ("net-delay", "net-drop"):
+            amount = _fault_amount(what, arg)
+            network = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout).network
+            if what == "net-delay":
+                network.replication_delay_ms = amount
+            else:
+                network.replication_drop_percent = amount
+            request = admin_pb2.InjectFaultRequest(network=network)
+            response = _ask_node(cdir, name, "InjectFault", request, timeout)
         elif what in ("partition", "heal"):
             if what == "partition" and not arg:
                 raise click.UsageError("partition needs the nodes to cut off: partition NODE1,NODE2")
@@ -496,7 +505,9 @@ def fault(cluster_dir, name, what, arg) -> None:
     disk = response.disk
     cut = ", ".join(response.partitioned_from) or "nobody"
     click.echo(f"{name}: fsync delay {disk.fsync_delay_ms} ms, {disk.fsync_errors} fsync errors to come, ", nl=False)
-    click.echo(f"replication delay {response.network.replication_delay_ms} ms, partitioned from {cut}")
+    network = response.network
+    click.echo(f"replication delay {network.replication_delay_ms} ms, ", nl=False)
+    click.echo(f"{network.replication_drop_percent} % dropped, partitioned from {cut}")
 
 
 def _fault_amount(what: str, arg: str | None) -> int:
@@ -504,6 +515,8 @@ def _fault_amount(what: str, arg: str | None) -> int:
         unit, high = "milliseconds", node_faults.FSYNC_DELAY_MS_MAX
     elif what == "net-delay":
         unit, high = "milliseconds", node_faults.REPLICATION_DELAY_MS_MAX
+    elif what == "net-drop":
+        unit, high = "percent", 100
     else:
         unit, high = "fsyncs", node_faults.FSYNC_ERRORS_MAX
     if arg is None or not arg.isdigit() or int(arg) > high:

@@ -443,10 +443,12 @@ class Partition(_message.Message):
     def __init__(self, peers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NetworkFault(_message.Message):
-    __slots__ = ("replication_delay_ms",)
+    __slots__ = ("replication_delay_ms", "replication_drop_percent")
     REPLICATION_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_DROP_PERCENT_FIELD_NUMBER: _ClassVar[int]
     replication_delay_ms: int
-    def __init__(self, replication_delay_ms: _Optional[int] = ...) -> None: ...
+    replication_drop_percent: int
+    def __init__(self, replication_delay_ms: _Optional[int] = ..., replication_drop_percent: _Optional[int] = ...) -> None: ...
 
 class InjectFaultRequest(_message.Message):
     __slots__ = ("disk", "power_loss", "partition", "network")

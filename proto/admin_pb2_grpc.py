@@ -907,7 +907,7 @@ class NodeControlStub:
     with the cluster secret).
 
     Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    replication message drop, pause and disk full as InjectFault kinds.
+    disk full as an InjectFault kind.
     """
 
     def __init__(self, channel):
@@ -948,7 +948,7 @@ class NodeControlServicer:
     with the cluster secret).
 
     Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    replication message drop, pause and disk full as InjectFault kinds.
+    disk full as an InjectFault kind.
     """
 
     def PushConfig(self, request, context):
@@ -1031,7 +1031,7 @@ class NodeControl:
     with the cluster secret).
 
     Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    replication message drop, pause and disk full as InjectFault kinds.
+    disk full as an InjectFault kind.
     """
 
     @staticmethod

@@ -134,7 +134,7 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
                 faults.disk.set(request.disk.fsync_delay_ms, request.disk.fsync_errors)
                 faults.disk.install(self.rt.buckets.values())
             elif kind == "network":
-                faults.set_replication_delay(request.network.replication_delay_ms)
+                faults.set_network(request.network.replication_delay_ms, request.network.replication_drop_percent)
             elif kind == "partition":
                 known = [n.node_id for n in self.rt.config.nodes] if self.rt.config is not None else []
                 faults.partition(request.partition.peers, known, self.rt.node_id)
@@ -151,7 +151,7 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
         await self._cluster_only(context)
         self.rt.faults.disk.set(0, 0)
         self.rt.faults.partitioned = frozenset()
-        self.rt.faults.set_replication_delay(0)
+        self.rt.faults.set_network(0, 0)
         self.rt.on_partition_changed()
         return self._faults(Status.SUCCESS)
 
@@ -162,7 +162,10 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
     def _faults(self, status: Status, message: str = "") -> admin_pb2.InjectFaultResponse:
         faults = self.rt.faults
         disk = admin_pb2.DiskFault(fsync_delay_ms=faults.disk.fsync_delay_ms, fsync_errors=faults.disk.fsync_errors)
-        network = admin_pb2.NetworkFault(replication_delay_ms=round(faults.replication_delay_s * 1000))
+        network = admin_pb2.NetworkFault(
+            replication_delay_ms=round(faults.replication_delay_s * 1000),
+            replication_drop_percent=faults.replication_drop_percent,
+        )
         return admin_pb2.InjectFaultResponse(
             status=status, message=message, disk=disk, partitioned_from=sorted(faults.partitioned), network=network
         )

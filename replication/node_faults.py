@@ -12,7 +12,8 @@ of a node whose SIGKILL alone would keep the page cache.
 
 A replication delay is paid by both replication shells before each message they send (the
 producer's rounds, the replica's acks); what became ready meanwhile joins the next message,
-so the delay is latency, not a throughput cap.
+so the delay is latency, not a throughput cap. A dropped message ends its call instead of
+leaving (a gRPC stream cannot lose one message and go on); the replica reconnects.
 
 A partition is enforced by both replication shells, so one side's fault is enough: the
 producer (`replication_service`) ends and refuses calls from a partitioned replica, the
@@ -28,6 +29,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Iterable
@@ -85,12 +87,21 @@ class NodeFaults:
         self.disk = DiskFaults()
         self.partitioned: frozenset[str] = frozenset()  # peer node ids; read on the event loop
         self.replication_delay_s = 0.0  # added before each replication message this node sends
+        self.replication_drop_percent = 0  # chance that a message ends its call instead
+        self._rng = random.Random()
 
-    def set_replication_delay(self, delay_ms: int) -> None:
+    def set_network(self, delay_ms: int, drop_percent: int) -> None:
+        """Replace the network faults (ValueError, and nothing changes, if out of range)."""
         if not 0 <= delay_ms <= REPLICATION_DELAY_MS_MAX:
             raise ValueError(f"replication delay must be 0 to {REPLICATION_DELAY_MS_MAX} ms, not {delay_ms}")
-        self.replication_delay_s = delay_ms / 1000
-        log.warning("replication messages sent from here are delayed %d ms", delay_ms)
+        if not 0 <= drop_percent <= 100:
+            raise ValueError(f"replication drop must be 0 to 100 %, not {drop_percent}")
+        self.replication_delay_s, self.replication_drop_percent = delay_ms / 1000, drop_percent
+        log.warning("replication messages sent from here: delayed %d ms, %d %% dropped", delay_ms, drop_percent)
+
+    def drop(self) -> bool:
+        """Whether the replication message about to be sent is lost (its call ends instead)."""
+        return self.replication_drop_percent > 0 and self._rng.random() * 100 < self.replication_drop_percent
 
     def partition(self, peers: Iterable[str], known: Iterable[str], node_id: str) -> None:
         """Replace the partitioned peers (ValueError for an id that is not another node)."""

@@ -117,10 +117,17 @@ class _Out:
     what is in flight). A write that fails there ends the call at the next `send`.
     """
 
-    def __init__(self, context, batched: bool, delay_s: Callable[[], float] = lambda: 0.0) -> None:
+    def __init__(
+        self,
+        context,
+        batched: bool,
+        delay_s: Callable[[], float] = lambda: 0.0,
+        drop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.context = context
         self.batched = batched
         self._delay_s = delay_s
+        self._drop = drop
         self._line: deque[tuple[float, list[pb.ProducerMessage]]] = deque()  # (due, messages)
         self._sender: asyncio.Task | None = None
 
@@ -149,6 +156,8 @@ class _Out:
             await self._write(due)
 
     async def _write(self, messages: list[pb.ProducerMessage]) -> None:
+        if messages and self._drop():
+            raise PeerError("a message lost (an injected fault): the call ends")
         if self.batched:
             for batch in wi.batches(messages):
                 await self.context.write(batch)
@@ -219,7 +228,7 @@ class ReplicationService:
 
     def _out(self, context, *, batched: bool) -> _Out:
         faults = self.rt.faults
-        return _Out(context, batched, lambda: faults.replication_delay_s)
+        return _Out(context, batched, lambda: faults.replication_delay_s, faults.drop)
 
     async def _serve(self, requests, out: _Out, context) -> None:
         await self._authenticate(context)
@@ -227,7 +236,11 @@ class ReplicationService:
             first = await asyncio.wait_for(requests.__anext__(), OPEN_TIMEOUT_S)
         except (StopAsyncIteration, TimeoutError):
             return
-        session = await self._open(first, out)
+        try:
+            session = await self._open(first, out)
+        except PeerError as exc:  # the answer to Open was lost (an injected fault)
+            log.info("replication call ended before it opened: %s", exc)
+            return
         if session is None:
             await out.flush()  # the refusal
             return

@@ -258,6 +258,8 @@ class Link(ConsumerActions):
                 else:
                     batch.append(entry)
             messages = wi.coalesce_acks(batch)
+            if messages and self.r.rt.faults.drop():
+                raise LinkError("a message lost (an injected fault): the call ends")
             if batched:
                 for envelope in wi.batches(messages):
                     await call.write(envelope)

@@ -16,6 +16,8 @@ What the tests claim:
   and the active make the majority);
 - a replication delay on both replicas (their acks leave late), or on the active (its
   prepare leaves late), makes a MAJORITY write wait at least that delay; `clear` ends it;
+- lost replication messages (20 % on two nodes) end calls, which reconnect, and every
+  PERSIST_TO_MAJORITY write still lands;
 - a paused replica (SIGSTOP) does not stop PERSIST_TO_MAJORITY writes (the active and the
   other replica are a majority); resumed, it serves again; a paused node still stops cleanly;
 - a replica partitioned from the other nodes (1 replica): a durable write to a vbucket it
@@ -211,3 +213,22 @@ def test_a_paused_replica_does_not_stop_durable_writes_and_a_paused_node_still_s
         started = time.monotonic()
         checked("stop", "--dir", str(d), "node2")  # SIGTERM reaches a paused node: no SIGKILL wait
         assert time.monotonic() - started < launcher.STOP_TIMEOUT_S_DEFAULT
+
+
+def test_lost_replication_messages_end_calls_and_every_durable_write_still_lands(tmp_path):
+    with cluster_up(tmp_path) as (d, connstr):
+        for node in ("node1", "node2"):
+            out = checked("fault", "--dir", str(d), node, "net-drop", "20").stdout
+            assert "20 % dropped" in out, out
+        keys = keys_for_every_vbucket("lossy")
+        with sdk(connstr) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            for key in keys.values():  # the calls break and reconnect; the SDK and the streams retry
+                coll.upsert(key, {"key": key}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            for node in ("node1", "node2"):
+                assert "0 % dropped" in checked("fault", "--dir", str(d), node, "clear").stdout
+            for key in keys.values():
+                copies = [c.content_as[dict] for c in coll.get_all_replicas(key, timeout=OP_TIMEOUT)]
+                assert {"key": key} in copies, key
+        logs = (d / "logs" / "node1.log").read_text() + (d / "logs" / "node2.log").read_text()
+        assert "a message lost (an injected fault)" in logs

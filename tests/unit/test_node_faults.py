@@ -42,10 +42,20 @@ def test_a_partition_names_other_nodes_of_the_cluster_only():
     assert faults.partitioned == frozenset()
 
 
-def test_a_replication_delay_is_bounded_and_kept_in_seconds():
+def test_network_faults_are_bounded_and_change_nothing_when_refused():
     faults = NodeFaults()
-    faults.set_replication_delay(250)
-    assert faults.replication_delay_s == 0.25
-    with pytest.raises(ValueError):
-        faults.set_replication_delay(REPLICATION_DELAY_MS_MAX + 1)
-    assert faults.replication_delay_s == 0.25
+    faults.set_network(250, 10)
+    assert (faults.replication_delay_s, faults.replication_drop_percent) == (0.25, 10)
+    for delay_ms, drop in ((REPLICATION_DELAY_MS_MAX + 1, 0), (0, 101)):
+        with pytest.raises(ValueError):
+            faults.set_network(delay_ms, drop)
+    assert (faults.replication_delay_s, faults.replication_drop_percent) == (0.25, 10)
+
+
+def test_drop_follows_its_percentage():
+    faults = NodeFaults()
+    assert not any(faults.drop() for _ in range(1000))
+    faults.set_network(0, 100)
+    assert all(faults.drop() for _ in range(1000))
+    faults.set_network(0, 30)
+    assert 150 < sum(faults.drop() for _ in range(1000)) < 450
