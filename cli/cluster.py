@@ -464,7 +464,8 @@ def fault(cluster_dir, name, what, arg) -> None:
     with _errors():
         _node_of(cdir, name)
         if what == "power-loss":
-            _power_loss(cdir, name)
+            pid = _power_loss(cdir, name)
+            click.echo(f"{name} lost power (pid {pid}): what it had not fsynced is gone")
             return
         if what in ("pause", "resume"):
             with cdir.lock():
@@ -524,7 +525,8 @@ def _fault_amount(what: str, arg: str | None) -> int:
     return int(arg)
 
 
-def _power_loss(cdir: launcher.ClusterDir, name: str) -> None:
+def _power_loss(cdir: launcher.ClusterDir, name: str) -> int:
+    """Tell `name` to lose power and wait until its process is gone; its pid."""
     import grpc
 
     from durakv.proto import admin_pb2, admin_pb2_grpc
@@ -545,7 +547,7 @@ def _power_loss(cdir: launcher.ClusterDir, name: str) -> None:
         if time.monotonic() > deadline:
             raise click.ClickException(f"{name} (pid {pid}) did not stop within {POWER_LOSS_WAIT_S:.0f} s")
         time.sleep(launcher.POLL_INTERVAL_S)
-    click.echo(f"{name} lost power (pid {pid}): what it had not fsynced is gone")
+    return pid
 
 
 def _node_of(cdir: launcher.ClusterDir, name: str) -> launcher.ClusterSpec:

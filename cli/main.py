@@ -14,6 +14,7 @@ import click
 from durakv import __version__
 
 from . import demo as demo_module
+from .chaos import chaos_command
 from .cluster import cluster_group
 from .manager import manager_command
 from .node import node_command
@@ -135,6 +136,7 @@ def kv_remove(data_dir, bucket, scope, collection, cas, key) -> None:
     _run(data_dir, bucket, scope, collection, action)
 
 
+cluster_group.add_command(chaos_command)
 main.add_command(cluster_group)
 main.add_command(manager_command)
 main.add_command(node_command)

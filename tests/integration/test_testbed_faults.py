@@ -20,6 +20,8 @@ What the tests claim:
   PERSIST_TO_MAJORITY write still lands;
 - a paused replica (SIGSTOP) does not stop PERSIST_TO_MAJORITY writes (the active and the
   other replica are a majority); resumed, it serves again; a paused node still stops cleanly;
+- `durakv cluster chaos` (a workload at every level under seeded faults, one node at a time)
+  ends with every node running and no acknowledged write lost against its level;
 - a replica partitioned from the other nodes (1 replica): a durable write to a vbucket it
   is the only replica of ends ambiguous, a NONE write succeeds (clients still reach the
   active), and once healed durable writes succeed again.
@@ -28,6 +30,7 @@ What the tests claim:
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -232,3 +235,14 @@ def test_lost_replication_messages_end_calls_and_every_durable_write_still_lands
                 assert {"key": key} in copies, key
         logs = (d / "logs" / "node1.log").read_text() + (d / "logs" / "node2.log").read_text()
         assert "a message lost (an injected fault)" in logs
+
+
+def test_chaos_writes_at_every_level_under_faults_and_finds_no_loss_a_level_forbids(tmp_path):
+    with cluster_up(tmp_path, "--fsync", "never") as (d, _connstr):
+        run = durakv_cluster("chaos", "--dir", str(d), "--seconds", "8", "--seed", "11", "--workers", "4", "--json")
+        assert run.returncode == 0, run.stdout + run.stderr
+        report = json.loads(run.stdout)
+        assert report["faults"] and report["violations"] == []
+        for level in ("PERSIST_TO_MAJORITY", "MAJORITY_AND_PERSIST_TO_ACTIVE"):
+            assert report["levels"][level]["acked"] > 0 and not report["levels"][level].get("lost"), report
+        assert all(launcher.running_pid(launcher.ClusterDir(d), n) for n in launcher.ClusterDir(d).spec.nodes)
