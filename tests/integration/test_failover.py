@@ -24,101 +24,36 @@ What the tests claim:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import grpc
 import pytest
 
 import durakv.exceptions as exc
-from durakv.auth import PasswordAuthenticator
-from durakv.cluster import Cluster
 from durakv.durability import DurabilityLevel, ServerDurability
 from durakv.engine.errors import Status
-from durakv.options import ClusterOptions
 from durakv.proto import admin_pb2, admin_pb2_grpc
-from durakv.replication import launcher
 from durakv.replication.auth import basic_metadata
 
 from .clusterkit import (
-    NODES,
     VBUCKETS,
+    RunningCluster,
     checked,
+    cluster_up,
     durakv_cluster,
-    free_base_port,
     keys_for_every_vbucket,
+    sdk,
     vbucket_of,
     wait_until,
 )
 
-ADMIN = PasswordAuthenticator("admin", "password")
-READY_TIMEOUT = timedelta(seconds=30)
 OP_TIMEOUT = timedelta(seconds=15)  # reads and writes that must succeed (the SDK retries meanwhile)
 AMBIGUOUS_TIMEOUT = timedelta(seconds=2)  # a durable write that cannot complete
 DEADLINE_S = 30.0
 PERSIST = ServerDurability(DurabilityLevel.PERSIST_TO_MAJORITY)
 AMBIGUOUS = (exc.DurabilitySyncWriteAmbiguousException, exc.AmbiguousTimeoutException)
-
-
-# -- the cluster ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunningCluster:
-    dir: Path
-    connstr: str
-
-    @property
-    def cdir(self) -> launcher.ClusterDir:
-        return launcher.ClusterDir(self.dir)
-
-    def address(self, name: str) -> str:
-        return self.cdir.spec.address(name)
-
-    def chain(self, vb: int):
-        """The manager's (persisted) chain of `default` vbucket `vb`: engine Chain or None."""
-        return self.cdir.manager_config().buckets["default"].vbmap[vb]
-
-
-@contextlib.contextmanager
-def cluster_up(tmp_path: Path, replicas: int) -> Iterator[RunningCluster]:
-    cluster_dir = tmp_path / "cluster"
-    try:
-        up = checked(
-            "up",
-            "--dir",
-            str(cluster_dir),
-            "--nodes",
-            str(NODES),
-            "--replicas",
-            str(replicas),
-            "--base-port",
-            str(free_base_port()),
-        )
-        yield RunningCluster(cluster_dir, re.search(r"durakv://\S+", up.stdout).group(0))
-    finally:
-        destroyed = durakv_cluster("destroy", "--dir", str(cluster_dir))
-        cdir = launcher.ClusterDir(cluster_dir)
-        if cdir.exists():  # destroy failed: at least no process outlives the test
-            launcher.kill(cdir, cdir.spec.names)
-        assert destroyed.returncode == 0, f"cluster destroy exited {destroyed.returncode}\n{destroyed.stderr}"
-
-
-@contextlib.contextmanager
-def sdk(running: RunningCluster, *, every_node_up: bool = True) -> Iterator[Cluster]:
-    """An SDK instance; waits until every node of the configuration serves, if they all should."""
-    cluster = Cluster(running.connstr, ClusterOptions(ADMIN))
-    try:
-        if every_node_up:
-            cluster.wait_until_ready(READY_TIMEOUT)
-        yield cluster
-    finally:
-        cluster.close()
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -149,7 +84,7 @@ def vbucket_copy(running: RunningCluster, node: str, vb: int) -> admin_pb2.VBuck
 
 
 def test_hard_failover_promotes_replicas_and_keeps_every_acknowledged_write(tmp_path):
-    with cluster_up(tmp_path, replicas=1) as running, sdk(running) as cluster:
+    with cluster_up(tmp_path, "--replicas", "1") as running, sdk(running) as cluster:
         coll = cluster.bucket("default").default_collection()
         keys = keys_for_every_vbucket("acked")
         for key in keys.values():
@@ -208,7 +143,7 @@ def test_hard_failover_promotes_replicas_and_keeps_every_acknowledged_write(tmp_
 
 
 def test_failover_to_an_older_replica_loses_only_unacknowledged_writes_and_rolls_back_divergence(tmp_path):
-    with cluster_up(tmp_path, replicas=2) as running:
+    with cluster_up(tmp_path, "--replicas", "2") as running:
         vb = 5
         chain = running.chain(vb)
         a, (b, c) = chain.active, chain.replicas
@@ -304,7 +239,7 @@ def test_failover_to_an_older_replica_loses_only_unacknowledged_writes_and_rolls
 
 def test_failover_json_status_shows_the_node_gone(tmp_path):
     """`durakv cluster status --json` after a failover still lists the process; the map does not."""
-    with cluster_up(tmp_path, replicas=1) as running:
+    with cluster_up(tmp_path, "--replicas", "1") as running:
         checked("kill", "--dir", str(running.dir), "node3")
         checked("failover", "--dir", str(running.dir), "node3")
         status = json.loads(checked("status", "--dir", str(running.dir), "--json").stdout)
@@ -318,7 +253,7 @@ def test_failover_json_status_shows_the_node_gone(tmp_path):
 
 
 def test_automatic_failover_of_a_killed_node_once_then_no_more_until_reset(tmp_path):
-    with cluster_up(tmp_path, replicas=2) as running:
+    with cluster_up(tmp_path, "--replicas", "2") as running:
         d = str(running.dir)
         shown = checked("auto-failover", "--dir", d).stdout
         assert "automatic failover enabled: timeout 120 s, 0 of 1" in shown, shown
@@ -358,7 +293,7 @@ def test_automatic_failover_of_a_killed_node_once_then_no_more_until_reset(tmp_p
 
 
 def test_auto_failover_settings_out_of_range_are_refused(tmp_path):
-    with cluster_up(tmp_path, replicas=1) as running:
+    with cluster_up(tmp_path, "--replicas", "1") as running:
         bad = durakv_cluster("auto-failover", "--dir", str(running.dir), "--timeout", "0.5")
         assert bad.returncode != 0 and "0.5" in bad.stderr
         off = checked("auto-failover", "--dir", str(running.dir), "--disable").stdout
@@ -369,7 +304,7 @@ def test_auto_failover_settings_out_of_range_are_refused(tmp_path):
 
 
 def test_a_failed_over_node_recovers_as_a_replica_of_every_vbucket_missing_a_copy(tmp_path):
-    with cluster_up(tmp_path, replicas=2) as running:
+    with cluster_up(tmp_path, "--replicas", "2") as running:
         d = str(running.dir)
         with sdk(running) as cluster:
             coll = cluster.bucket("default").default_collection()

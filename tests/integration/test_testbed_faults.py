@@ -29,32 +29,23 @@ What the tests claim:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from durakv.auth import PasswordAuthenticator
-from durakv.cluster import Cluster
 from durakv.durability import DurabilityLevel, ServerDurability
 from durakv.exceptions import (
     AmbiguousTimeoutException,
     DocumentNotFoundException,
     DurabilitySyncWriteAmbiguousException,
 )
-from durakv.options import ClusterOptions
 from durakv.replication import launcher
 
-from .clusterkit import NODES, checked, durakv_cluster, free_base_port, keys_for_every_vbucket, vbucket_of
+from .clusterkit import NODES, checked, cluster_up, durakv_cluster, keys_for_every_vbucket, sdk, vbucket_of
 
-ADMIN = PasswordAuthenticator("admin", "password")
 OP_TIMEOUT = timedelta(seconds=15)
-READY_TIMEOUT = timedelta(seconds=30)
 AMBIGUOUS = (DurabilitySyncWriteAmbiguousException, AmbiguousTimeoutException)
 LEVELS = {
     "ptm": ServerDurability(DurabilityLevel.PERSIST_TO_MAJORITY),
@@ -63,36 +54,11 @@ LEVELS = {
 }
 
 
-@contextlib.contextmanager
-def cluster_up(tmp_path: Path, *options: str) -> Iterator[tuple[Path, str]]:
-    cluster_dir = tmp_path / "cluster"
-    try:
-        replicas = () if "--replicas" in options else ("--replicas", "2")
-        up = checked("up", "--dir", str(cluster_dir), *replicas, "--base-port", str(free_base_port()), *options)
-        yield cluster_dir, re.search(r"durakv://\S+", up.stdout).group(0)
-    finally:
-        destroyed = durakv_cluster("destroy", "--dir", str(cluster_dir))
-        cdir = launcher.ClusterDir(cluster_dir)
-        if cdir.exists():
-            launcher.kill(cdir, cdir.spec.names)
-        assert destroyed.returncode == 0, destroyed.stderr
-
-
-@contextlib.contextmanager
-def sdk(connstr: str) -> Iterator[Cluster]:
-    cluster = Cluster(connstr, ClusterOptions(ADMIN))
-    try:
-        cluster.wait_until_ready(READY_TIMEOUT)
-        yield cluster
-    finally:
-        cluster.close()
-
-
 def test_power_loss_of_every_node_keeps_every_persist_to_majority_write(tmp_path):
     # fsync never: only durable writes ask for an fsync, so the other levels are at risk.
-    with cluster_up(tmp_path, "--fsync", "never") as (d, connstr):
+    with cluster_up(tmp_path, "--replicas", "2", "--fsync", "never") as running:
         written = {}
-        with sdk(connstr) as cluster:
+        with sdk(running) as cluster:
             coll = cluster.bucket("default").default_collection()
             for level, durability in LEVELS.items():
                 for key in keys_for_every_vbucket(level).values():
@@ -100,13 +66,13 @@ def test_power_loss_of_every_node_keeps_every_persist_to_majority_write(tmp_path
                     coll.upsert(key, {"key": key, "level": level}, timeout=OP_TIMEOUT, **options)
                     written[key] = level
         for node in (f"node{i}" for i in range(1, NODES + 1)):
-            out = checked("fault", "--dir", str(d), node, "power-loss").stdout
+            out = checked("fault", "--dir", str(running.dir), node, "power-loss").stdout
             assert f"{node} lost power" in out, out
-        assert "injected power loss" in (d / "logs" / "node1.log").read_text()
+        assert "injected power loss" in (running.dir / "logs" / "node1.log").read_text()
 
-        checked("up", "--dir", str(d))
+        checked("up", "--dir", str(running.dir))
         lost: dict[str, int] = {level: 0 for level in LEVELS}
-        with sdk(connstr) as cluster:
+        with sdk(running) as cluster:
             coll = cluster.bucket("default").default_collection()
             for key, level in written.items():
                 try:
@@ -118,131 +84,132 @@ def test_power_loss_of_every_node_keeps_every_persist_to_majority_write(tmp_path
 
 
 def test_slow_disk_on_the_active_delays_persist_to_majority_then_clears(tmp_path):
-    with cluster_up(tmp_path) as (d, connstr):
-        cdir = launcher.ClusterDir(d)
+    with cluster_up(tmp_path, "--replicas", "2") as running:
+        cdir = running.cdir
         chain = cdir.manager_config().buckets["default"].vbmap[0]
         key = next(k for k in (f"slow-{i}" for i in range(10_000)) if vbucket_of(k) == 0)
-        shown = checked("fault", "--dir", str(d), chain.active, "slow-disk", "300").stdout
+        shown = checked("fault", "--dir", str(running.dir), chain.active, "slow-disk", "300").stdout
         assert "fsync delay 300 ms" in shown, shown
-        with sdk(connstr) as cluster:
+        with sdk(running) as cluster:
             coll = cluster.bucket("default").default_collection()
             started = time.monotonic()
             coll.upsert(key, {"slow": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
             assert time.monotonic() - started >= 0.3  # the active fsynced it through the slow disk
-            cleared = checked("fault", "--dir", str(d), chain.active, "clear").stdout
+            cleared = checked("fault", "--dir", str(running.dir), chain.active, "clear").stdout
             assert "fsync delay 0 ms" in cleared, cleared
             coll.upsert(key, {"slow": False}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
             assert coll.get(key).content_as[dict] == {"slow": False}
 
 
 def test_fsync_errors_on_a_replica_are_absorbed_and_used_up(tmp_path):
-    with cluster_up(tmp_path) as (d, connstr):
-        checked("fault", "--dir", str(d), "node3", "disk-errors", "3")
-        with sdk(connstr) as cluster:
+    with cluster_up(tmp_path, "--replicas", "2") as running:
+        checked("fault", "--dir", str(running.dir), "node3", "disk-errors", "3")
+        with sdk(running) as cluster:
             coll = cluster.bucket("default").default_collection()
             for key in keys_for_every_vbucket("errors").values():
                 coll.upsert(key, {"key": key}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
             for key in keys_for_every_vbucket("errors").values():
                 assert coll.get(key, timeout=OP_TIMEOUT).content_as[dict] == {"key": key}
-        shown = checked("fault", "--dir", str(d), "node3", "show").stdout
+        shown = checked("fault", "--dir", str(running.dir), "node3", "show").stdout
         assert "0 fsync errors to come" in shown, shown
-        assert "injected fsync error" in (d / "logs" / "node3.log").read_text()
-        refused = durakv_cluster("fault", "--dir", str(d), "node9", "show")
+        assert "injected fsync error" in (running.dir / "logs" / "node3.log").read_text()
+        refused = durakv_cluster("fault", "--dir", str(running.dir), "node9", "show")
         assert refused.returncode != 0 and "not a node" in refused.stderr
 
 
 def test_a_partitioned_replica_makes_durable_writes_ambiguous_until_healed(tmp_path):
-    with cluster_up(tmp_path, "--replicas", "1") as (d, connstr):
-        vbmap = launcher.ClusterDir(d).manager_config().buckets["default"].vbmap
+    with cluster_up(tmp_path, "--replicas", "1") as running:
+        vbmap = running.cdir.manager_config().buckets["default"].vbmap
         vb = next(v for v, chain in enumerate(vbmap) if chain.active == "node1" and chain.replicas == ("node2",))
         keys = [k for k in (f"cut-{i}" for i in range(100_000)) if vbucket_of(k) == vb][:3]
-        out = checked("fault", "--dir", str(d), "node2", "partition", "node1,node3").stdout
+        out = checked("fault", "--dir", str(running.dir), "node2", "partition", "node1,node3").stdout
         assert "partitioned from node1, node3" in out, out
-        with sdk(connstr) as cluster:
+        with sdk(running) as cluster:
             coll = cluster.bucket("default").default_collection()
             with pytest.raises(AMBIGUOUS):  # the only replica cannot be reached
                 coll.upsert(keys[0], {"cut": True}, durability=LEVELS["ptm"], timeout=timedelta(seconds=2))
             coll.upsert(keys[1], {"cut": True}, timeout=OP_TIMEOUT)  # clients still reach the active
-            assert "partitioned from nobody" in checked("fault", "--dir", str(d), "node2", "heal").stdout
+            assert "partitioned from nobody" in checked("fault", "--dir", str(running.dir), "node2", "heal").stdout
             coll.upsert(keys[2], {"healed": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
             assert coll.get(keys[2]).content_as[dict] == {"healed": True}
-        bad = durakv_cluster("fault", "--dir", str(d), "node2", "partition", "node9")
+        bad = durakv_cluster("fault", "--dir", str(running.dir), "node2", "partition", "node9")
         assert bad.returncode != 0 and "not other nodes" in bad.stderr
 
 
 def test_a_replication_delay_on_the_replicas_delays_durable_writes_by_at_least_it(tmp_path):
-    with cluster_up(tmp_path) as (d, connstr):
-        vbmap = launcher.ClusterDir(d).manager_config().buckets["default"].vbmap
+    with cluster_up(tmp_path, "--replicas", "2") as running:
+        vbmap = running.cdir.manager_config().buckets["default"].vbmap
         vb = next(v for v, chain in enumerate(vbmap) if chain.active == "node1")
         key = next(k for k in (f"far-{i}" for i in range(100_000)) if vbucket_of(k) == vb)
         for replica in ("node2", "node3"):  # their acks to node1 leave 300 ms late
-            out = checked("fault", "--dir", str(d), replica, "net-delay", "300").stdout
+            out = checked("fault", "--dir", str(running.dir), replica, "net-delay", "300").stdout
             assert "replication delay 300 ms" in out, out
-        with sdk(connstr) as cluster:
+        with sdk(running) as cluster:
             coll = cluster.bucket("default").default_collection()
             started = time.monotonic()
             coll.upsert(key, {"far": True}, durability=LEVELS["majority"], timeout=OP_TIMEOUT)
             assert time.monotonic() - started >= 0.3
             for replica in ("node2", "node3"):
-                assert "replication delay 0 ms" in checked("fault", "--dir", str(d), replica, "clear").stdout
+                assert "replication delay 0 ms" in checked("fault", "--dir", str(running.dir), replica, "clear").stdout
             # The active's own rounds delayed instead: the prepare reaches the replicas late.
-            checked("fault", "--dir", str(d), "node1", "net-delay", "300")
+            checked("fault", "--dir", str(running.dir), "node1", "net-delay", "300")
             started = time.monotonic()
             coll.upsert(key, {"far": "again"}, durability=LEVELS["majority"], timeout=OP_TIMEOUT)
             assert time.monotonic() - started >= 0.3
-            checked("fault", "--dir", str(d), "node1", "clear")
+            checked("fault", "--dir", str(running.dir), "node1", "clear")
             coll.upsert(key, {"far": False}, durability=LEVELS["majority"], timeout=OP_TIMEOUT)
             assert coll.get(key).content_as[dict] == {"far": False}
-        bad = durakv_cluster("fault", "--dir", str(d), "node2", "net-delay", "5000")
+        bad = durakv_cluster("fault", "--dir", str(running.dir), "node2", "net-delay", "5000")
         assert bad.returncode != 0 and "0 to 1000" in bad.stderr
 
 
 def test_a_paused_replica_does_not_stop_durable_writes_and_a_paused_node_still_stops(tmp_path):
-    with cluster_up(tmp_path) as (d, connstr):
-        vbmap = launcher.ClusterDir(d).manager_config().buckets["default"].vbmap
+    with cluster_up(tmp_path, "--replicas", "2") as running:
+        vbmap = running.cdir.manager_config().buckets["default"].vbmap
         vb = next(v for v, chain in enumerate(vbmap) if chain.active == "node1" and "node3" in chain.replicas)
         on_node3 = next(v for v, chain in enumerate(vbmap) if chain.active == "node3")
         key = next(k for k in (f"pause-{i}" for i in range(100_000)) if vbucket_of(k) == vb)
         other = next(k for k in (f"pause-{i}" for i in range(100_000)) if vbucket_of(k) == on_node3)
-        with sdk(connstr) as cluster:
+        with sdk(running) as cluster:
             coll = cluster.bucket("default").default_collection()
-            assert "node3 paused" in checked("fault", "--dir", str(d), "node3", "pause").stdout
+            assert "node3 paused" in checked("fault", "--dir", str(running.dir), "node3", "pause").stdout
             # node1 and node2 are a majority of the chain: the paused node3 is not needed.
             coll.upsert(key, {"paused": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
-            assert "node3 resumed" in checked("fault", "--dir", str(d), "node3", "resume").stdout
+            assert "node3 resumed" in checked("fault", "--dir", str(running.dir), "node3", "resume").stdout
             coll.upsert(other, {"resumed": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
             assert coll.get(other).content_as[dict] == {"resumed": True}
-        checked("fault", "--dir", str(d), "node2", "pause")
+        checked("fault", "--dir", str(running.dir), "node2", "pause")
         started = time.monotonic()
-        checked("stop", "--dir", str(d), "node2")  # SIGTERM reaches a paused node: no SIGKILL wait
+        checked("stop", "--dir", str(running.dir), "node2")  # SIGTERM reaches a paused node: no SIGKILL wait
         assert time.monotonic() - started < launcher.STOP_TIMEOUT_S_DEFAULT
 
 
 def test_lost_replication_messages_end_calls_and_every_durable_write_still_lands(tmp_path):
-    with cluster_up(tmp_path) as (d, connstr):
+    with cluster_up(tmp_path, "--replicas", "2") as running:
         for node in ("node1", "node2"):
-            out = checked("fault", "--dir", str(d), node, "net-drop", "20").stdout
+            out = checked("fault", "--dir", str(running.dir), node, "net-drop", "20").stdout
             assert "20 % dropped" in out, out
         keys = keys_for_every_vbucket("lossy")
-        with sdk(connstr) as cluster:
+        with sdk(running) as cluster:
             coll = cluster.bucket("default").default_collection()
             for key in keys.values():  # the calls break and reconnect; the SDK and the streams retry
                 coll.upsert(key, {"key": key}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
             for node in ("node1", "node2"):
-                assert "0 % dropped" in checked("fault", "--dir", str(d), node, "clear").stdout
+                assert "0 % dropped" in checked("fault", "--dir", str(running.dir), node, "clear").stdout
             for key in keys.values():
                 copies = [c.content_as[dict] for c in coll.get_all_replicas(key, timeout=OP_TIMEOUT)]
                 assert {"key": key} in copies, key
-        logs = (d / "logs" / "node1.log").read_text() + (d / "logs" / "node2.log").read_text()
+        logs = (running.dir / "logs" / "node1.log").read_text() + (running.dir / "logs" / "node2.log").read_text()
         assert "a message lost (an injected fault)" in logs
 
 
 def test_chaos_writes_at_every_level_under_faults_and_finds_no_loss_a_level_forbids(tmp_path):
-    with cluster_up(tmp_path, "--fsync", "never") as (d, _connstr):
-        run = durakv_cluster("chaos", "--dir", str(d), "--seconds", "8", "--seed", "11", "--workers", "4", "--json")
+    with cluster_up(tmp_path, "--replicas", "2", "--fsync", "never") as running:
+        d = str(running.dir)
+        run = durakv_cluster("chaos", "--dir", d, "--seconds", "8", "--seed", "11", "--workers", "4", "--json")
         assert run.returncode == 0, run.stdout + run.stderr
         report = json.loads(run.stdout)
         assert report["faults"] and report["violations"] == []
         for level in ("PERSIST_TO_MAJORITY", "MAJORITY_AND_PERSIST_TO_ACTIVE"):
             assert report["levels"][level]["acked"] > 0 and not report["levels"][level].get("lost"), report
-        assert all(launcher.running_pid(launcher.ClusterDir(d), n) for n in launcher.ClusterDir(d).spec.nodes)
+        assert all(launcher.running_pid(running.cdir, n) for n in running.cdir.spec.nodes)
