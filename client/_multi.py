@@ -49,6 +49,13 @@ class Replay:
         self._sent_at = sent_at
         self._first = True
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (observe, num_replicas: a ClientDurability wait after the write) is the
+        # real backend's.
+        if self._backend is None:
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
     def execute(self, request: KVRequest) -> Any:
         if not self._first:
             return self._backend.execute(request)

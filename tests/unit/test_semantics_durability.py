@@ -224,3 +224,13 @@ def test_concurrent_persist_to_majority_writers_share_fsyncs(coll, probe):
             assert coll.get(f"w{index}-{i}").content_as[dict] == {"i": i}
     fsyncs = probe.wal.fsync_count - fsyncs_before
     assert 1 <= fsyncs <= writes // 2, f"{fsyncs} fsyncs for {writes} persisted writes"
+
+
+def test_client_durability_on_a_multi_write_waits_for_each_key_as_a_single_write_does(coll, probe):
+    # Each key's answer is replayed into the single-key path, which must still reach the
+    # backend's observe for the wait.
+    result = coll.upsert_multi({"a": 1, "b": 2}, durability=ClientDurability(persist_to=PersistTo.ONE))
+    assert result.all_ok, result.exceptions
+    for key, one in result.results.items():
+        token = one.mutation_token()
+        assert probe.engine.vbuckets[token.partition_id].persisted_seqno >= token.sequence_number, key
