@@ -31,6 +31,7 @@ from durakv.replication import launcher
 
 from . import chaos_check
 from .chaos_check import LEVELS, Fault, Write
+from .cluster import _dir_option, _locked
 
 FAULT_KINDS = ("kill", "power-loss", "pause", "partition", "net-drop", "slow-disk")
 WRITE_TIMEOUT_S = 5.0
@@ -199,7 +200,7 @@ def _undo_everything(cdir) -> None:
 
 
 @click.command("chaos")
-@click.option("--dir", "cluster_dir", type=click.Path(file_okay=False), default="./durakv-cluster", show_default=True)
+@_dir_option
 @click.option("--seconds", type=click.FloatRange(3, 3600), default=30.0, show_default=True)
 @click.option(
     "--faults",
@@ -228,11 +229,8 @@ def chaos_command(cluster_dir, seconds, faults, seed, workers, as_json) -> None:
     cdir = launcher.ClusterDir(cluster_dir)
     echo = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
     echo(f"chaos for {seconds:g} s, seed {seed}, faults {', '.join(kinds)}")
-    try:
-        with cdir.lock():
-            report = run_chaos(cdir, seconds=seconds, kinds=kinds, seed=seed, workers=workers, echo=echo)
-    except launcher.LauncherError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with _locked(cdir):
+        report = run_chaos(cdir, seconds=seconds, kinds=kinds, seed=seed, workers=workers, echo=echo)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
