@@ -42,6 +42,7 @@ from durakv.engine.limits import KEY_LEN_MAX_DEFAULT_COLLECTION, NAME_LEN_MAX
 from durakv.engine.manifest import DEFAULT_NAME, check_bucket_name
 from durakv.engine.vbucket import VBState
 from durakv.proto import kv_pb2, kv_pb2_grpc
+from durakv.replication import rollback
 from durakv.replication.auth import AuthenticationFailed, Principal, UsersUnknown
 from durakv.replication.coalesce import let_ready_work_run
 from durakv.replication.grpc_handlers import MALFORMED
@@ -239,11 +240,9 @@ async def _observe_seqno(b, r, s, c, wait_s):
         )
         if r.vbucket_uuid and r.vbucket_uuid != vb.uuid:
             # The branch the client saw ended where the next newer failover entry starts.
-            log_entries = vb.failover_log  # newest first
-            ends = [log_entries[i - 1][1] for i, (uuid, _) in enumerate(log_entries) if uuid == r.vbucket_uuid and i]
             response.failed_over = True
             response.old_vbucket_uuid = r.vbucket_uuid
-            response.old_last_seqno = ends[0] if ends else 0
+            response.old_last_seqno = rollback.branch_upper(vb.failover_log, r.vbucket_uuid, vb.high_seqno) or 0
     return response
 
 

@@ -17,9 +17,7 @@ The producer side is built from modules named for what each owns:
   (`SessionBackfill`).
 This module owns the service: authenticating a call, the Open handshake, the call's reader
 and writer loop (liveness, partitions as injected faults, a bucket that stops being served
-here), and the engine's `on_change` hook (`_Hub`). The names other modules and tests import
-from here are re-exported (`__all__`; `_Session`, `_Stream` and `_PeerError` are the classes
-above under their former names).
+here), and the engine's `on_change` hook (`_Hub`).
 
 Must never: decide what to send or whether a replica must roll back (the cores do), hold the
 bucket lock across an await or a store read, or read the store on the event loop (backfill
@@ -77,11 +75,6 @@ log = logging.getLogger("durakv.node.replication")
 NOOP_INTERVAL_MS_DEFAULT = 1000  # a producer without other traffic sends a Noop this often
 NOOP_INTERVAL_MS_MIN, NOOP_INTERVAL_MS_MAX = 100, 60_000  # what a replica may ask for
 OPEN_TIMEOUT_S = 10.0  # the first message (Open) must arrive within this
-
-# The former names of the classes the producer side was split into.
-_Session = Session
-_Stream = Stream
-_PeerError = PeerError
 
 
 # -- engine hook ----------------------------------------------------------------------------------

@@ -20,9 +20,7 @@ The consumer side is built from modules named for what each owns:
 - `replicator_actions`: carrying out the consumer core's actions against the engine
   (`ConsumerActions`, `replica_item`).
 This module owns the `Replicator`: planning the calls from the configuration the node runs,
-starting and stopping them, and the channels they share. The names other modules and tests
-import from here are re-exported (`__all__`; `_Link`, `_LinkSpec`, `_BucketReplicas` and
-`_LinkError` are the classes above under their former names).
+starting and stopping them, and the channels they share.
 
 Must never: decide what to apply, ack or roll back (the consumer core does), apply anything
 to a vbucket that is not a replica here (checked under the bucket lock with the apply), or
@@ -83,12 +81,6 @@ __all__ = [
     "Replicator",
     "replica_item",
 ]
-
-# The former names of the classes the consumer side was split into (tests build links with them).
-_Link = Link
-_LinkSpec = LinkSpec
-_BucketReplicas = BucketReplicas
-_LinkError = LinkError
 
 
 # -- the replicator ---------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from durakv.durability import DurabilityLevel, ServerDurability
 from durakv.engine.replica import FEED_BYTES_MAX
 from durakv.options import ClusterOptions
 from durakv.proto import admin_pb2, admin_pb2_grpc, replication_pb2, replication_pb2_grpc
-from durakv.replication import launcher, node_faults, replicator
+from durakv.replication import launcher, node_faults, replicator_link
 from durakv.replication.auth import basic_metadata
 from durakv.replication.items import STREAM_BUFFER_BYTES_DEFAULT
 
@@ -342,8 +342,8 @@ async def replica_link_to(method: str, handler, request_type, response_type):
     runtime = SimpleNamespace(node_id="new", version=(1, 1), faults=node_faults.NodeFaults())
     parent = SimpleNamespace(rt=runtime, buffer_bytes=0, channel=lambda _address: channel, secret=lambda: "s" * 64)
     bucket = SimpleNamespace(config=SimpleNamespace(name="default"))
-    spec = replicator._LinkSpec(bucket, "", "old", f"127.0.0.1:{port}", ())
-    link = replicator._Link(parent, spec, SimpleNamespace(owners={}, consumers={}))
+    spec = replicator_link.LinkSpec(bucket, "", "old", f"127.0.0.1:{port}", ())
+    link = replicator_link.Link(parent, spec, SimpleNamespace(owners={}, consumers={}))
     try:
         yield link
     finally:
