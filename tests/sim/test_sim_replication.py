@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from durakv.engine.durability import Chain, Level
+from durakv.engine.errors import EngineError
 
+from .checker import Violation
 from .multinode import MultiConfig, MultiNodeFailure, run_multinode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +77,9 @@ def test_the_checker_catches_a_replica_whose_disk_lies_about_fsync():
         try:
             run_multinode(seed, adjust=lying, trace=False)
         except MultiNodeFailure as failure:
+            # Caught by the checker, or by the replica's own recovery refusing a log that lost what
+            # its store checkpointed -- not by a crash of the harness.
+            assert isinstance(failure.error, Violation | EngineError), failure
             assert f"seed={seed}" in str(failure) and "--multinode --seed" in str(failure)
             caught += 1
     assert caught, "replicas whose fsync lies broke no promise the checker could see"

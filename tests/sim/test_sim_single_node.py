@@ -263,6 +263,7 @@ def test_checker_catches_recovery_that_cuts_a_good_record(monkeypatch):
     with pytest.raises(SimulationFailure) as failure:
         for seed in range(10):
             run_simulation(seed, scenario="process_crash_keeps_page_cache", trace=False)
+    assert isinstance(failure.value.error, Violation), failure.value
     assert "recovery kept the WAL up to" in str(failure.value.error)
 
 
