@@ -13,13 +13,14 @@ The rules are Couchbase's (reference §4.6 and §2.7):
   partition of the manager as much as like failed nodes;
 - the cluster must have at least 3 active nodes;
 - at most `max_count` automatic failovers (default 1, at most 100) until the count is reset
-  (`reset`, `durakv cluster auto-failover --reset`), so that two sequential failovers cannot
+  (`durakv cluster auto-failover --reset`), so that two sequential failovers cannot
   remove both nodes that held a just-committed PERSIST_TO_MAJORITY write;
 - only when every chain keeps a durability majority without the node (the
   "preserve durable writes" guard; `ClusterConfig.failover_preserves_majority`).
 
 Must never: fail over a node on its own (the manager does), or decide on a node that is not
-an active node of the configuration it is given.
+an active node of the configuration it is given (a node failed over is forgotten by the next
+`decide`, which no longer sees it among the active nodes).
 """
 
 from __future__ import annotations
@@ -99,10 +100,11 @@ def why_not(
 
 @dataclass
 class AutoFailover:
-    """The manager's automatic-failover state: unreachable nodes, and failovers made since a reset."""
+    """What the manager's probes found: since when each unreachable node has not answered.
 
-    settings: Settings = field(default_factory=Settings)
-    count: int = 0  # automatic failovers since the last reset (persisted by the manager)
+    The settings and the count of automatic failovers made are the cluster configuration's
+    (`ClusterConfig.auto_failover`, `auto_failover_count`); `decide` is given them."""
+
     _unreachable_since: dict[str, float] = field(default_factory=dict)
 
     def probe(self, node_id: str, ok: bool, now: float) -> None:
@@ -122,13 +124,21 @@ class AutoFailover:
         """node -> seconds it has been unreachable."""
         return {node: now - since for node, since in self._unreachable_since.items()}
 
-    def decide(self, now: float, active_nodes: Iterable[str], preserves_majority: Callable[[str], bool]) -> Decision:
-        """Which node to fail over at `now`, given the configuration's active nodes and its guard."""
+    def decide(
+        self,
+        now: float,
+        settings: Settings,
+        count: int,
+        active_nodes: Iterable[str],
+        preserves_majority: Callable[[str], bool],
+    ) -> Decision:
+        """Which node to fail over at `now`, given the configuration's settings, count of automatic
+        failovers made, active nodes and majority guard."""
         active = set(active_nodes)
         self.forget(active)
         if not self._unreachable_since:
             return Decision(Verdict.ALL_UP, "every node answers")
-        if not self.settings.enabled:
+        if not settings.enabled:
             return Decision(Verdict.REFUSED, "automatic failover is disabled")
         if len(self._unreachable_since) > 1:
             nodes = ", ".join(sorted(self._unreachable_since))
@@ -136,17 +146,9 @@ class AutoFailover:
             return Decision(Verdict.REFUSED, reason)
         ((node, since),) = self._unreachable_since.items()
         waited = now - since
-        if waited < self.settings.timeout_s:
-            return Decision(Verdict.WAITING, f"{node} unreachable for {waited:.1f} s of {self.settings.timeout_s:g} s")
-        refused = why_not(self.settings, self.count, active, node, preserves_majority)
+        if waited < settings.timeout_s:
+            return Decision(Verdict.WAITING, f"{node} unreachable for {waited:.1f} s of {settings.timeout_s:g} s")
+        refused = why_not(settings, count, active, node, preserves_majority)
         if refused is not None:
             return Decision(Verdict.REFUSED, f"{node} is down, but {refused}")
         return Decision(Verdict.FAIL_OVER, f"{node} unreachable for {waited:.1f} s", node)
-
-    def failed_over(self, node_id: str) -> None:
-        """The manager failed `node_id` over on this object's decision."""
-        self.count += 1
-        self._unreachable_since.pop(node_id, None)
-
-    def reset(self) -> None:
-        self.count = 0

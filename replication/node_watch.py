@@ -80,8 +80,13 @@ class NodeWatch:
         for node_id, ok in zip(active, results, strict=True):
             self.core.probe(node_id, ok, now)
         config = self._m.config  # the latest: a change may have come during the probes
-        self.core.settings, self.core.count = config.auto_failover, config.auto_failover_count
-        decision = self.core.decide(now, config.active_nodes(), lambda node: config.failover_preserves_majority([node]))
+        decision = self.core.decide(
+            now,
+            config.auto_failover,
+            config.auto_failover_count,
+            config.active_nodes(),
+            lambda node: config.failover_preserves_majority([node]),
+        )
         self._log(decision, now)
         self.decision = decision
         if decision.node is not None:
@@ -110,8 +115,7 @@ class NodeWatch:
         except (EngineError, OSError) as exc:
             log.warning("automatic failover of %s not done: %s", node_id, exc)
             return
-        self.core.failed_over(node_id)
-        await self._close_channel(node_id)
+        await self._close_channel(node_id)  # the core forgets it: no longer an active node
 
     async def _probe(self, node_id: str, address: str) -> bool:
         stub = admin_pb2_grpc.AdminStub(await self._channel(node_id, address))
