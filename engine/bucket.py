@@ -33,7 +33,14 @@ from .memtable import Memtable
 from .pending import Pending
 from .records import Kind
 from .replica import ReplicationMixin
-from .vbucket import PendingPrepare, VBState, VBucket, decode_prepare_value, encode_prepare_value
+from .vbucket import (
+    PendingPrepare,
+    VBState,
+    VBucket,
+    decode_prepare_value,
+    encode_prepare_value,
+    state_meta_key,
+)
 
 
 class Log(Protocol):
@@ -277,9 +284,7 @@ class BucketCore(ReplicationMixin):
             chain = Chain(self.node_id, (None,) * self.config.num_replicas)
         if old is VBState.ACTIVE and state is not VBState.ACTIVE:
             for completion in self.monitors[vbid].abort_all_for_transition():
-                pending, _ = self._cookies.pop((vbid, completion.seqno), (None, 0))
-                if pending is not None:
-                    pending.resolve(error=KVError(Status.SYNC_WRITE_AMBIGUOUS, "the vbucket stopped being active"))
+                self._answer_ambiguous(vb, completion.seqno, "the vbucket stopped being active")
             for prepare in vb.prepares.values():
                 prepare.maybe_visible = True
             vb.locks.clear()
@@ -313,9 +318,6 @@ class BucketCore(ReplicationMixin):
             monitor.local_persisted(vb.persisted_seqno)
         return monitor
 
-    def chain_of(self, vbid: int) -> Chain:
-        return self.monitors[vbid].chain
-
     # -- recovery ----------------------------------------------------------------------
     def recover(self, log_records, *, clean_shutdown: bool, now: float) -> None:
         """Load the checkpoint's metadata, replay the WAL after it, reload pending prepares."""
@@ -328,7 +330,7 @@ class BucketCore(ReplicationMixin):
             self.dropped_cids = set(json.loads(raw))
         fresh = True
         for vb in self.vbuckets:
-            state = self.store.get_meta(b"vb:%d" % vb.vbid)
+            state = self.store.get_meta(state_meta_key(vb.vbid))
             if state is not None:
                 vb.load_state_json(state)
                 fresh = False
@@ -404,7 +406,7 @@ class BucketCore(ReplicationMixin):
         self._prepares_frozen, self._prepares_dirty = self._prepares_dirty, {}
         meta = {b"manifest": self.manifest.to_json(), b"dropped": json.dumps(sorted(self.dropped_cids)).encode()}
         for vb in self.vbuckets:
-            meta[b"vb:%d" % vb.vbid] = vb.state_json()
+            meta[state_meta_key(vb.vbid)] = vb.state_json()
         return CheckpointBatch(
             docs={skey: doc.encode() for skey, doc in frozen.items()},
             prepares_put={k: v for k, v in self._prepares_frozen.items() if v is not None},
