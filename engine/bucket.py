@@ -244,7 +244,7 @@ class BucketCore(ReplicationMixin):
         prepare = vb.prepares.get(skey)
         assert prepare is not None and prepare.document.seqno == completion.seqno, "completion without its prepare"
         seqno = vb.next_seqno()
-        applicable = prepare.collection_id in self.manifest.ids.values() or prepare.collection_id == 0
+        applicable = self.manifest.collection(prepare.collection_id) is not None  # not dropped meanwhile
         kind = Kind.COMMIT if completion.outcome is Outcome.COMMIT and applicable else Kind.ABORT
         payload = records.encode_completion(vb.vbid, prepare.collection_id, prepare.key, completion.seqno, seqno)
         try:

@@ -345,7 +345,7 @@ class BucketEngine(BucketCore):
         for skey in skeys:
             vbid, cid, key = split_store_key(skey)
             vb = self.vbuckets[vbid]
-            if vb.state is not VBState.ACTIVE or (self.manifest.collection(cid) is None and cid != 0):
+            if vb.state is not VBState.ACTIVE or self.manifest.collection(cid) is None:
                 continue
             doc = self.committed(skey)
             expired = doc is not None and not doc.deleted and doc.expiry and doc.expiry <= now

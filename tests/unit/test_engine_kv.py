@@ -716,3 +716,12 @@ def test_drop_collection_with_a_pending_sync_write_answers_its_waiter_and_keeps_
     e.upsert(*D, b"other", b"v", 0, T0 + 2, level=PERSIST)
     rig.persist()
     assert e.get(*D, b"other", T0 + 2).value == b"v"
+
+
+def test_a_sync_write_pending_when_the_default_collection_is_dropped_is_aborted_not_committed(rig):
+    e = rig.engine
+    pending = e.upsert(*D, b"k", b"v", 0, T0, level=PERSIST, timeout_ms=1000)
+    e.change_manifest(lambda m: m.drop_collection("_default", "_default"))
+    rig.persist()
+    assert pending.done and pending.error is not None
+    assert rig.records_of(Kind.COMMIT) == [] and len(rig.records_of(Kind.ABORT)) == 1
