@@ -12,7 +12,7 @@ manager is built from modules named for what each owns:
 - `manager_failover`: the survivors' seqnos a failover promotes by.
 This module owns starting and stopping the process: locking and loading the manager's
 directory, reconciling the secret file, listening, and a clean stop on SIGTERM or
-SIGINT. The names other modules and tests import from here are re-exported (`__all__`).
+SIGINT.
 
 The secret file: it must hold the configuration's secret (64 lowercase hex digits). A
 directory without a configuration adopts the file's secret for the new cluster; a missing
@@ -45,58 +45,11 @@ from durakv.replication import event_loop
 from durakv.replication.cluster_config import SECRET_SIZE, ClusterConfig
 from durakv.replication.config_pusher import (
     CHANNEL_OPTIONS,
-    GRPC_MESSAGE_SIZE_MAX,
-    PUSH_FAILURE_LOG_INTERVAL_S,
-    PUSH_INTERVAL_S_DEFAULT,
-    PUSH_TIMEOUT_S,
-    ConfigPusher,
-    NodePushState,
 )
 from durakv.replication.grpc_handlers import add_service
-from durakv.replication.manager import CONFIG_EPOCH, Manager
-from durakv.replication.manager_admin import MANAGER_ID, AdminService
-from durakv.replication.manager_failover import (
-    VBUCKET_STATES_TIMEOUT_S,
-    FailoverChoice,
-    failover_choices,
-    gather_positions,
-)
+from durakv.replication.manager import Manager
+from durakv.replication.manager_admin import AdminService
 from durakv.replication.manager_state import ManagerState
-from durakv.replication.manager_users import AUTH_CACHE_SIZE_MAX, Authenticator, Principal, upsert_user
-
-__all__ = [
-    "AUTH_CACHE_SIZE_MAX",
-    "CONFIG_EPOCH",
-    "GRPC_MESSAGE_SIZE_MAX",
-    "LISTEN_DEFAULT",
-    "MANAGER_ID",
-    "PUSH_FAILURE_LOG_INTERVAL_S",
-    "PUSH_INTERVAL_S_DEFAULT",
-    "PUSH_TIMEOUT_S",
-    "SECRET_FILE_NAME",
-    "SECRET_FILE_SIZE_MAX",
-    "SHUTDOWN_GRACE_S",
-    "STATE_DIR_NAME",
-    "VBUCKET_STATES_TIMEOUT_S",
-    "AdminService",
-    "Authenticator",
-    "ConfigPusher",
-    "FailoverChoice",
-    "ListenError",
-    "Manager",
-    "ManagerError",
-    "NodePushState",
-    "Principal",
-    "SecretFileError",
-    "SecretMismatchError",
-    "failover_choices",
-    "gather_positions",
-    "open_manager_state",
-    "read_secret_file",
-    "run",
-    "serve",
-    "upsert_user",
-]
 
 log = logging.getLogger("durakv.manager")
 

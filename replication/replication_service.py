@@ -53,22 +53,7 @@ from .auth import AuthenticationFailed, Bearer, parse_authorization
 from .coalesce import let_ready_work_run
 from .grpc_handlers import MALFORMED
 from .items import StreamEndReason, StreamProtocolError
-from .replication_backfill import BACKFILL_RETRY_S, SessionBackfill
-from .replication_session import ROUND_BYTES_MAX, PeerError, Session, Stream
-
-__all__ = [
-    "BACKFILL_RETRY_S",
-    "NOOP_INTERVAL_MS_DEFAULT",
-    "NOOP_INTERVAL_MS_MAX",
-    "NOOP_INTERVAL_MS_MIN",
-    "OPEN_TIMEOUT_S",
-    "ROUND_BYTES_MAX",
-    "PeerError",
-    "ReplicationService",
-    "Session",
-    "SessionBackfill",
-    "Stream",
-]
+from .replication_session import PeerError, Session
 
 log = logging.getLogger("durakv.node.replication")
 

@@ -41,46 +41,11 @@ import grpc
 from durakv.engine.vbucket import VBState
 
 from .items import STREAM_BUFFER_BYTES_DEFAULT
-from .replicator_actions import (
-    APPLY_INLINE_ITEMS_MAX,
-    REREQUEST_LATER_S,
-    REREQUEST_SOON_S,
-    ConsumerActions,
-    LinkError,
-    replica_item,
-)
 from .replicator_consumers import BucketReplicas
 from .replicator_link import (
-    BUFFER_ACK_INTERVAL_S,
-    NOOP_INTERVAL_MS,
-    OPEN_TIMEOUT_S,
-    PARTITION_CHECK_S,
-    RECONNECT_MAX_S,
-    RECONNECT_MIN_S,
-    RECONNECT_RESET_S,
     Link,
     LinkSpec,
 )
-
-__all__ = [
-    "APPLY_INLINE_ITEMS_MAX",
-    "BUFFER_ACK_INTERVAL_S",
-    "NOOP_INTERVAL_MS",
-    "OPEN_TIMEOUT_S",
-    "PARTITION_CHECK_S",
-    "RECONNECT_MAX_S",
-    "RECONNECT_MIN_S",
-    "RECONNECT_RESET_S",
-    "REREQUEST_LATER_S",
-    "REREQUEST_SOON_S",
-    "BucketReplicas",
-    "ConsumerActions",
-    "Link",
-    "LinkError",
-    "LinkSpec",
-    "Replicator",
-    "replica_item",
-]
 
 
 # -- the replicator ---------------------------------------------------------------------------------
