@@ -193,3 +193,17 @@ class Authenticator:
     def _cache_key_of(self, credentials: Basic) -> bytes:
         message = credentials.username.encode() + b"\0" + credentials.password.encode()
         return hmac.new(self._cache_key, message, hashlib.sha256).digest()
+
+
+async def caller_or_abort(authenticator: Authenticator, context) -> Principal | None:
+    """A gRPC call's caller; None for a user while the node has no users yet (the service answers
+    TMPFAIL); bad or missing credentials end the call UNAUTHENTICATED."""
+    import grpc
+
+    try:
+        return await authenticator.authenticate(context.invocation_metadata())
+    except UsersUnknown:
+        return None
+    except AuthenticationFailed as exc:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        raise  # not reached: abort raises

@@ -43,7 +43,7 @@ from durakv.engine.manifest import DEFAULT_NAME, check_bucket_name
 from durakv.engine.vbucket import VBState
 from durakv.proto import kv_pb2, kv_pb2_grpc
 from durakv.replication import rollback
-from durakv.replication.auth import AuthenticationFailed, Principal, UsersUnknown
+from durakv.replication.auth import Principal, caller_or_abort
 from durakv.replication.coalesce import let_ready_work_run
 from durakv.replication.grpc_handlers import MALFORMED
 from durakv.replication.users import Action
@@ -300,13 +300,7 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     async def principal(self, context: grpc.aio.ServicerContext) -> Principal | None:
         """The caller, or None when it is a user and the node has no users yet (answered TMPFAIL)."""
-        try:
-            return await self.rt.authenticator.authenticate(context.invocation_metadata())
-        except UsersUnknown:
-            return None
-        except AuthenticationFailed as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-            raise  # not reached: abort raises
+        return await caller_or_abort(self.rt.authenticator, context)
 
     async def execute(self, op: _Op, request, principal: Principal | None):
         """One operation's response, whatever happens (never raises for a KV refusal)."""

@@ -25,7 +25,7 @@ from durakv.engine.errors import Status
 from durakv.engine.vbucket import VBState
 from durakv.proto import admin_pb2, admin_pb2_grpc
 from durakv.replication import node_faults
-from durakv.replication.auth import AUTH_METADATA_KEY, AuthenticationFailed, Principal, UsersUnknown
+from durakv.replication.auth import AUTH_METADATA_KEY, Principal, caller_or_abort
 from durakv.replication.users import Action
 
 log = logging.getLogger("durakv.node.control")
@@ -46,14 +46,7 @@ _VB_STATES = {
 
 
 async def _authenticate(runtime, context: grpc.aio.ServicerContext) -> Principal | None:
-    """The caller; None for a user while the node has no users yet (the caller answers TMPFAIL)."""
-    try:
-        return await runtime.authenticator.authenticate(context.invocation_metadata())
-    except UsersUnknown:
-        return None
-    except AuthenticationFailed as exc:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        raise
+    return await caller_or_abort(runtime.authenticator, context)
 
 
 _NOT_READY = "this node has no cluster configuration yet"
