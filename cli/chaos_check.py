@@ -28,7 +28,6 @@ from dataclasses import dataclass
 LEVELS = ("NONE", "MAJORITY", "MAJORITY_AND_PERSIST_TO_ACTIVE", "PERSIST_TO_MAJORITY")
 PERSISTED_LEVELS = ("MAJORITY_AND_PERSIST_TO_ACTIVE", "PERSIST_TO_MAJORITY")
 LOSS_FAULTS = ("kill", "power-loss")  # faults that can take what a node held only in memory
-OUTCOMES = ("acked", "ambiguous", "failed")
 
 
 @dataclass(frozen=True, slots=True)
