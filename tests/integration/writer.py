@@ -198,15 +198,53 @@ class Workload:
         os._exit(EXIT_POWER_LOSS)
 
     def fill_disk(self, room_bytes: int) -> None:
-        """Let the current WAL segment grow by `room_bytes` more, then fail with EFBIG."""
+        """Let the current WAL segment grow by `room_bytes` more, then fail with EFBIG.
+
+        Which SyncWrites the failing write carries is a race with the workload, so the disk
+        fills with one known SyncWrite in the log: the flusher is held before its next write,
+        a PERSIST_TO_MAJORITY upsert of key `in-flight` bigger than the room is logged, and
+        the flusher let go. That write can then only end ambiguous (status `in_flight`)."""
         import resource
 
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
-        segment = max((self.bucket.directory / "wal").glob("*.wal"))  # names sort in LSN order
-        limit = segment.stat().st_size + room_bytes
-        _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        wal = self.bucket.wal
+        at_write, release = threading.Event(), threading.Event()
+
+        def hold(point: str) -> None:
+            if point == "write":
+                at_write.set()
+                release.wait(10.0)
+
+        wal.fault_hook = hold
+        try:
+            if not at_write.wait(10.0):
+                raise SystemExit("the WAL flusher never wrote")
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+            segment = max((self.bucket.directory / "wal").glob("*.wal"))  # names sort in LSN order
+            limit = segment.stat().st_size + room_bytes
+            _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+            logged_from = wal.end_lsn
+            threading.Thread(target=self._write_in_flight, args=(2 * room_bytes,), daemon=True).start()
+            deadline = time.monotonic() + 10.0
+            while wal.end_lsn - logged_from < 2 * room_bytes and time.monotonic() < deadline:
+                time.sleep(0.001)
+        finally:
+            wal.fault_hook = None
+            release.set()
         self.emit("S", "disk_full", limit)
+
+    def _write_in_flight(self, size: int) -> None:
+        from durakv.durability import DurabilityLevel, ServerDurability
+        from durakv.exceptions import CouchbaseException
+
+        durability = ServerDurability(DurabilityLevel.PERSIST_TO_MAJORITY)
+        timeout = timedelta(seconds=self.args.op_timeout_s)
+        try:
+            self.collection.upsert("in-flight", {"pad": "x" * size}, durability=durability, timeout=timeout)
+        except CouchbaseException as exc:
+            self.emit("S", "in_flight", type(exc).__name__)
+        else:
+            self.emit("S", "in_flight", "ok")
 
     def read_all(self) -> None:
         from durakv.exceptions import CouchbaseException, DocumentNotFoundException
