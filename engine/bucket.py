@@ -289,9 +289,10 @@ class BucketCore(ReplicationMixin):
                 prepare.maybe_visible = True
             vb.locks.clear()
         vb.state = state
-        if state is VBState.REPLICA and vb.high_seqno == 0:
+        if state is VBState.REPLICA and old is not VBState.REPLICA and vb.high_seqno == 0:
             # A copy that holds nothing has no history of its own: its first stream request
-            # says so (uuid 0), rather than naming a branch the active never heard of.
+            # says so (uuid 0), rather than naming a branch the active never heard of. A copy
+            # already a replica keeps the log its stream adopted, items or not yet.
             vb.failover_log = []
         if state is VBState.ACTIVE and old is not VBState.ACTIVE:
             vb.new_failover_entry(self.rng)

@@ -307,6 +307,20 @@ def test_backfill_then_memory_snapshots_give_the_same_committed_state_after_rest
     assert replica.engine.vbuckets[VB].state is VBState.REPLICA
 
 
+def test_a_replica_keeps_the_adopted_failover_log_when_told_again_it_is_a_replica(nodes):
+    # A configuration pushed again (same state) between the stream's acceptance and its first
+    # item must not wipe the log the stream adopted: the copy would report uuid 0 for good,
+    # and observe-based durability would count it as failed over.
+    active, replica = nodes.open("a"), nodes.open("r")
+    active.engine.set_topology(VB, VBState.ACTIVE)
+    make_replica(replica)
+    replica.engine.set_failover_log(VB, active.engine.vbuckets[VB].failover_log)
+    make_replica(replica)
+    active.engine.upsert(*D, KEYS[0], b"v", 0, T0)
+    stream(active, replica)
+    assert replica.engine.vbuckets[VB].uuid == active.engine.vbuckets[VB].uuid != 0
+
+
 def test_a_replica_prepare_is_maybe_visible_and_replica_reads_show_the_committed_value(nodes):
     active, replica = nodes.open(A, PAIR), nodes.open(B, PAIR)
     active.engine.set_topology(VB, VBState.ACTIVE, Chain(A, (B,)))
