@@ -43,11 +43,13 @@ class Replay:
     loop), which passes through the sync retry loop untouched to the method's own handling.
     """
 
-    def __init__(self, backend: Any, outcome: Any, sent_at: float | None = None) -> None:
+    def __init__(self, backend: Any, outcome: Any, sent_at: float | None = None, *, observed: bool = False) -> None:
         self._backend = backend
         self._outcome = outcome
         self._sent_at = sent_at
         self._first = True
+        # True when the outcome's ClientDurability wait is already done (by the asyncio SDK).
+        self.durability_observed = observed
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (observe, num_replicas: a ClientDurability wait after the write) is the

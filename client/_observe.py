@@ -18,6 +18,7 @@ Deviation: Couchbase polls at a fixed 500 ms; durakv starts at 1 ms and backs of
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -57,34 +58,76 @@ def satisfied(copies: list[ObservedCopy], seqno: int, replicate_to: int, persist
     return sum(1 for c in copies if c.persisted_seqno >= seqno) >= nodes_to_persist(persist_to)
 
 
-def wait_for_client_durability(backend: Any, request: KVRequest, response: KVResponse) -> None:
-    replicate_to, persist_to = request.client_durability
-    context = KeyValueErrorContext(
+class ObservePoll:
+    """One ClientDurability wait's rules; the caller observes the copies and sleeps.
+
+    Built after the write (raises DurabilityImpossibleException when the bucket has too
+    few replicas); then `after(copies, now)` says how long to pause before observing
+    again, or None once the copies satisfy the requirement, and raises
+    AmbiguousTimeoutException at the poll deadline.
+    """
+
+    def __init__(self, request: KVRequest, response: KVResponse, num_replicas: int, now: float) -> None:
+        self.replicate_to, self.persist_to = request.client_durability or (0, 0)
+        self.seqno = response.seqno
+        self.context = observe_context(request)
+        if replicas_needed(self.replicate_to, self.persist_to) > num_replicas:
+            raise DurabilityImpossibleException(
+                f"replicate_to={self.replicate_to}, persist_to={self.persist_to} needs more replicas than bucket "
+                f"{request.bucket!r} has (the write itself was made)",
+                context=self.context,
+            )
+        self.deadline = now + POLL_DEADLINE_S
+        self.backoff_s = POLL_FIRST_S
+
+    def after(self, copies: list[ObservedCopy], now: float) -> float | None:
+        if satisfied(copies, self.seqno, self.replicate_to, self.persist_to):
+            return None
+        if now >= self.deadline:
+            raise AmbiguousTimeoutException(
+                "the write was made but its observed durability did not arrive within the poll deadline",
+                context=self.context,
+            )
+        pause_s = min(self.backoff_s, self.deadline - now)
+        self.backoff_s = min(self.backoff_s * 2, POLL_MAX_S)
+        return pause_s
+
+
+def observe_context(request: KVRequest) -> KeyValueErrorContext:
+    return KeyValueErrorContext(
         key=request.key.decode(errors="replace"),
         bucket_name=request.bucket,
         scope_name=request.scope,
         collection_name=request.collection,
     )
+
+
+def observer(backend: Any, request: KVRequest) -> Any:
+    """The backend's `observe`; FeatureUnavailableException if it cannot observe replicas."""
     observe = getattr(backend, "observe", None)
     if observe is None:
-        raise FeatureUnavailableException("this backend cannot observe replicas", context=context)
-    if replicas_needed(replicate_to, persist_to) > backend.num_replicas(request.bucket):
-        raise DurabilityImpossibleException(
-            f"replicate_to={replicate_to}, persist_to={persist_to} needs more replicas than bucket "
-            f"{request.bucket!r} has (the write itself was made)",
-            context=context,
-        )
-    deadline = time.monotonic() + POLL_DEADLINE_S
-    backoff_s = POLL_FIRST_S
+        raise FeatureUnavailableException("this backend cannot observe replicas", context=observe_context(request))
+    return observe
+
+
+def wait_for_client_durability(backend: Any, request: KVRequest, response: KVResponse) -> None:
+    observe = observer(backend, request)
+    poll = ObservePoll(request, response, backend.num_replicas(request.bucket), time.monotonic())
     while True:
         copies = observe(request.bucket, response.vbucket, response.vbucket_uuid)
-        if satisfied(copies, response.seqno, replicate_to, persist_to):
+        pause_s = poll.after(copies, time.monotonic())
+        if pause_s is None:
             return
-        now = time.monotonic()
-        if now >= deadline:
-            raise AmbiguousTimeoutException(
-                "the write was made but its observed durability did not arrive within the poll deadline",
-                context=context,
-            )
-        time.sleep(min(backoff_s, deadline - now))
-        backoff_s = min(backoff_s * 2, POLL_MAX_S)
+        time.sleep(pause_s)
+
+
+async def wait_for_client_durability_async(backend: Any, request: KVRequest, response: KVResponse) -> None:
+    """The same wait on an asyncio backend, whose `observe` and `num_replicas` are coroutines."""
+    observe = observer(backend, request)
+    poll = ObservePoll(request, response, await backend.num_replicas(request.bucket), time.monotonic())
+    while True:
+        copies = await observe(request.bucket, response.vbucket, response.vbucket_uuid)
+        pause_s = poll.after(copies, time.monotonic())
+        if pause_s is None:
+            return
+        await asyncio.sleep(pause_s)

@@ -91,6 +91,7 @@ from ._remote_settings import (
     Settings,
     auth_metadata,
 )
+from ._routing import BucketRoute
 from ._wire import (
     REPLICA_OPS,
     TIMEOUT_MS_MAX,
@@ -142,6 +143,8 @@ __all__ = [
     "fresh",
     "is_auth_failure",
     "no_active",
+    "observe_request",
+    "observed_copy",
     "op_response",
     "plan_batches",
     "replica_outcome",
@@ -151,6 +154,24 @@ __all__ = [
 ]
 
 OBSERVE_TIMEOUT_S = 1.0  # one ObserveSeqno poll of one copy
+
+
+def observe_request(bucket: str, vbucket: int, vbucket_uuid: int, route: BucketRoute) -> Any:
+    return kv_pb2.ObserveSeqnoRequest(
+        bucket=bucket,
+        vbucket=vbucket,
+        vbucket_uuid=vbucket_uuid,
+        timeout_ms=int(OBSERVE_TIMEOUT_S * 1000),
+        config_epoch=route.version[0],
+        config_revision=route.version[1],
+    )
+
+
+def observed_copy(position: int, answer: Any) -> ObservedCopy | None:
+    """What one copy's ObserveSeqno answer counts for (None: nothing -- refused or failed over)."""
+    if answer.status != KVStatus.SUCCESS or answer.failed_over:
+        return None
+    return ObservedCopy(position == 0, answer.vbucket_uuid, answer.current_seqno, answer.persisted_seqno)
 
 
 class RemoteBackend(ConfigRefresh):
@@ -262,29 +283,20 @@ class RemoteBackend(ConfigRefresh):
     def observe(self, bucket: str, vbucket: int, vbucket_uuid: int) -> list[ObservedCopy]:
         """Every reachable copy of the vbucket: ObserveSeqno on the active and each replica."""
         route = self._route(bucket, self._settings.connect_timeout_s)
+        message = observe_request(bucket, vbucket, vbucket_uuid, route)
         copies = []
         for position, address in enumerate(route.chains[vbucket]):
             if address is None:
                 continue
-            message = kv_pb2.ObserveSeqnoRequest(
-                bucket=bucket,
-                vbucket=vbucket,
-                vbucket_uuid=vbucket_uuid,
-                timeout_ms=int(OBSERVE_TIMEOUT_S * 1000),
-                config_epoch=route.version[0],
-                config_revision=route.version[1],
-            )
             try:
                 answer = self._node(address).kv.ObserveSeqno(
                     message, timeout=OBSERVE_TIMEOUT_S, metadata=self._metadata
                 )
             except grpc.RpcError:
                 continue  # an unreachable copy counts for nothing
-            if answer.status != KVStatus.SUCCESS or answer.failed_over:
-                continue
-            copies.append(
-                ObservedCopy(position == 0, answer.vbucket_uuid, answer.current_seqno, answer.persisted_seqno)
-            )
+            copy = observed_copy(position, answer)
+            if copy is not None:
+                copies.append(copy)
         return copies
 
     # -- management -------------------------------------------------------------------------

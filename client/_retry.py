@@ -93,7 +93,7 @@ def execute(backend: Backend, request: KVRequest, idempotent: bool = False) -> A
         response = backend.execute(request)
     except (BackendStatusError, ConnectionError, BackendTimeoutError) as first:
         response = _retry(backend, request, idempotent, start, first)
-    if request.client_durability is not None:
+    if request.client_durability is not None and not getattr(backend, "durability_observed", False):
         from ._observe import wait_for_client_durability
 
         wait_for_client_durability(backend, request, response)

@@ -26,12 +26,13 @@ import grpc
 from durakv.proto import admin_pb2, admin_pb2_grpc, kv_pb2_grpc
 
 from .. import exceptions as exc
-from .._backend import BackendStatusError, KVRequest, KVResponse, Op
+from .._backend import BackendStatusError, KVRequest, KVResponse, ObservedCopy, Op
 from .._backends import BackendTimeoutError
 from .._errors import KVStatus
 from .._remote import (
     CHANNEL_OPTIONS,
     CONFIG_REFRESH_INTERVAL_MIN_S,
+    OBSERVE_TIMEOUT_S,
     REVISION_WAIT_INTERVAL_S,
     WIRE,
     AdminAction,
@@ -48,6 +49,8 @@ from .._remote import (
     fresh,
     is_auth_failure,
     no_active,
+    observe_request,
+    observed_copy,
     plan_batches,
     replica_outcome,
     rpc_failure,
@@ -275,6 +278,29 @@ class AsyncRemoteBackend:
             for task in tasks:
                 task.cancel()
         return replica_outcome(req, results)
+
+    # -- observe-based durability ------------------------------------------------------------
+    async def num_replicas(self, bucket: str) -> int:
+        await self._ready()
+        return (await self._route(bucket, self._settings.connect_timeout_s)).num_replicas
+
+    async def observe(self, bucket: str, vbucket: int, vbucket_uuid: int) -> list[ObservedCopy]:
+        """Every reachable copy of the vbucket, asked at once: ObserveSeqno on the active and each replica."""
+        route = await self._route(bucket, self._settings.connect_timeout_s)
+        message = observe_request(bucket, vbucket, vbucket_uuid, route)
+
+        async def ask(position: int, address: str) -> ObservedCopy | None:
+            try:
+                answer = await self._node(address).kv.ObserveSeqno(
+                    message, timeout=OBSERVE_TIMEOUT_S, metadata=self._metadata
+                )
+            except grpc.RpcError:
+                return None  # an unreachable copy counts for nothing
+            return observed_copy(position, answer)
+
+        chain = route.chains[vbucket]
+        answers = await asyncio.gather(*(ask(p, a) for p, a in enumerate(chain) if a is not None))
+        return [copy for copy in answers if copy is not None]
 
     # -- routing and configuration ----------------------------------------------------------
     async def _route(self, bucket: str, timeout_s: float) -> BucketRoute:

@@ -3,6 +3,7 @@
 Everything that decides -- which failures are retried and why, the backoff, when the
 deadline turns into `AmbiguousTimeoutException` or `UnAmbiguousTimeoutException` and how
 those are re-labelled -- is durakv._retry's, called from here; only the waiting differs.
+A ClientDurability wait after the write is durakv._observe's poll, awaited.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .. import _retry as sync
 from .._backend import BackendStatusError, KVRequest
 from .._backends import BackendTimeoutError
 from .._errors import kv_exception
+from .._observe import wait_for_client_durability_async
 
 RETRIED = (BackendStatusError, ConnectionError, BackendTimeoutError)
 
@@ -30,12 +32,16 @@ async def execute(
         start = sync.monotonic()
     if first is None:
         try:
-            return await backend.execute(request)
+            response = await backend.execute(request)
         except RETRIED as failure:
-            first = failure
-    elif not isinstance(first, BaseException):
-        return first
-    return await _retry(backend, request, idempotent, start, first)
+            response = await _retry(backend, request, idempotent, start, failure)
+    elif isinstance(first, BaseException):
+        response = await _retry(backend, request, idempotent, start, first)
+    else:
+        response = first
+    if request.client_durability is not None:
+        await wait_for_client_durability_async(backend, request, response)
+    return response
 
 
 async def _retry(backend: Any, request: KVRequest, idempotent: bool, start: float, failure: Exception) -> Any:

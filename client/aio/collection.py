@@ -91,7 +91,7 @@ class AsyncCollection:
         """Step 3: `call` again, handed `outcome` (a response, or the final exception) as its one attempt."""
         clone = copy.copy(self._sync)
         clone._reader = None
-        clone._backend = Replay(None, outcome)
+        clone._backend = Replay(None, outcome, observed=True)  # execute() did any ClientDurability wait
         return call(clone)
 
     async def _run(self, call: Callable[[_SyncCollection], Any]) -> Any:

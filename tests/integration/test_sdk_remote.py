@@ -340,6 +340,32 @@ def test_remote_aio_64_operations_run_concurrently(connstr):
     assert peak >= 8, f"at most {peak} operations were in flight at once"
 
 
+def test_remote_aio_client_durability_observes_the_replicas(connstr):
+    # The asyncio SDK awaits the same observe-based wait as the synchronous one: the write
+    # returns once a replica holds it and a node has persisted it, for one key and for many.
+    async def scenario() -> None:
+        cluster = await AsyncCluster.connect(connstr, ClusterOptions(ADMIN))
+        try:
+            coll = cluster.bucket("default").default_collection()
+            durability = ClientDurability(replicate_to=ReplicateTo.ONE, persist_to=PersistTo.TWO)
+            result = await coll.upsert("aio-observed", {"o": 1}, durability=durability)
+            copies = await cluster._backend.observe("default", result.mutation_token().partition_id,
+                                                    result.mutation_token().partition_uuid)  # fmt: skip
+            seqno = result.mutation_token().sequence_number
+            assert sum(c.current_seqno >= seqno for c in copies if not c.is_active) >= 1
+            assert sum(c.persisted_seqno >= seqno for c in copies) >= 2
+            multi = await coll.upsert_multi({"aio-observed-a": 1, "aio-observed-b": 2}, durability=durability)
+            assert multi.all_ok, multi.exceptions
+            # More replicas than the bucket has: impossible, raised after the write (as Couchbase does).
+            with pytest.raises(exc.DurabilityImpossibleException):
+                await coll.upsert("aio-impossible", 1, durability=ClientDurability(replicate_to=ReplicateTo.THREE))
+            assert (await coll.get("aio-impossible")).content_as[int] == 1
+        finally:
+            await cluster.close()
+
+    asyncio.run(scenario())
+
+
 def test_remote_aio_coalesces_concurrent_operations_into_few_messages(connstr):
     async def scenario() -> None:
         cluster = await AsyncCluster.connect(connstr, ClusterOptions(ADMIN))
