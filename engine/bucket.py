@@ -252,7 +252,7 @@ class BucketCore(ReplicationMixin):
         except KVError:
             # The prepare stays (reads keep the old value, writes to the key wait); the
             # completion is retried by _drain on the next tick, and reloaded after a restart.
-            vb.high_seqno -= 1
+            vb.release_seqno(seqno)
             return False
         pending, counter = self._cookies.pop((vb.vbid, completion.seqno), (None, 0))
         del vb.prepares[skey]

@@ -86,7 +86,7 @@ class BucketEngine(BucketCore):
                 try:
                     self.write_document(Kind.EXPIRATION, loc.vb, loc.skey, loc.cid, key, tomb)
                 except KVError:
-                    loc.vb.high_seqno -= 1  # the log refused it; the document stays hidden anyway
+                    loc.vb.release_seqno(tomb.seqno)  # the log refused it; the document stays hidden anyway
                     return None, doc
                 return None, tomb
             return None, doc
@@ -159,7 +159,7 @@ class BucketEngine(BucketCore):
             else:
                 self.write_document(kind, vb, loc.skey, loc.cid, key, doc)
         except KVError:
-            vb.high_seqno -= 1  # the seqno was taken for a record that was never written
+            vb.release_seqno(doc.seqno)  # taken for a record that was never written
             raise
         vb.locks.pop(loc.skey, None)
         if level:

@@ -87,6 +87,11 @@ class VBucket:
         self.high_seqno += 1
         return self.high_seqno
 
+    def release_seqno(self, seqno: int) -> None:
+        """Give back the seqno just taken for a record the log refused: seqnos stay gapless."""
+        assert seqno == self.high_seqno, f"vbucket {self.vbid}: giving back {seqno}, the newest is {self.high_seqno}"
+        self.high_seqno -= 1
+
     @property
     def uuid(self) -> int:
         return self.failover_log[0][0] if self.failover_log else 0
