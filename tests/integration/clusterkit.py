@@ -87,6 +87,15 @@ class RunningCluster:
     def address(self, name: str) -> str:
         return self.cdir.spec.address(name)
 
+    @property
+    def addresses(self) -> dict[str, str]:
+        """node1.. -> host:port"""
+        return dict(self.cdir.spec.nodes)
+
+    @property
+    def manager(self) -> str:
+        return self.address(launcher.MANAGER)
+
     def chain(self, vb: int):
         """The manager's (persisted) chain of `default` vbucket `vb`: engine Chain or None."""
         return self.cdir.manager_config().buckets["default"].vbmap[vb]

@@ -15,38 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from durakv.replication import launcher
 
-NODES = 3
-VBUCKETS = 64
-COMMAND_TIMEOUT_S = 120  # the slowest command (`up`) waits 30 s for readiness by itself
-
-
-def durakv_cluster(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `durakv cluster ARGS` as a user would (a new process, no console script needed)."""
-    argv = [sys.executable, "-m", "durakv.cli.main", "cluster", *args]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-    if check:
-        assert result.returncode == 0, f"{args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def free_base_port(nodes: int) -> int:
-    """A base port whose node ports and manager port are all free now."""
-    rng = random.Random()
-    for _ in range(100):
-        base = rng.randrange(20000, 60000)
-        ports = [*range(base, base + nodes), base + launcher.MANAGER_PORT_OFFSET]
-        if all(launcher.port_is_free(f"127.0.0.1:{port}") for port in ports):
-            return base
-    raise AssertionError("no free port range found")
+from .clusterkit import NODES, VBUCKETS, checked, durakv_cluster, free_base_port
 
 
 def process_exists(pid: int) -> bool:
@@ -59,7 +34,7 @@ def process_exists(pid: int) -> bool:
 
 
 def status(cluster_dir) -> dict[str, dict]:
-    doc = json.loads(durakv_cluster("status", "--dir", str(cluster_dir), "--json").stdout)
+    doc = json.loads(checked("status", "--dir", str(cluster_dir), "--json").stdout)
     return {p["name"]: p for p in doc["processes"]}
 
 
@@ -80,9 +55,9 @@ def test_cluster_cli_up_kill_start_down_up_destroy(cluster_dir):
     connection = "durakv://" + ",".join(addresses)
     common = ["--dir", str(cluster_dir)]
 
-    up = durakv_cluster("up", *common, "--nodes", str(NODES), "--replicas", "1", "--base-port", str(base))
+    up = checked("up", *common, "--nodes", str(NODES), "--replicas", "1", "--base-port", str(base))
     assert up.stdout.splitlines()[-1] == f"cluster ready: {connection}  (user admin / password password)"
-    again = durakv_cluster("up", *common)
+    again = checked("up", *common)
     assert again.stdout.splitlines()[-1] == f"cluster already running: {connection}  (user admin / password password)"
 
     first = status(cluster_dir)
@@ -92,19 +67,19 @@ def test_cluster_cli_up_kill_start_down_up_destroy(cluster_dir):
     assert [n["address"] for n in nodes] == addresses
     assert sum(n["active_vbuckets"] for n in nodes) == VBUCKETS
     assert sum(n["replica_vbuckets"] for n in nodes) == VBUCKETS  # one replica each
-    table = durakv_cluster("status", *common).stdout
+    table = checked("status", *common).stdout
     assert all(name in table for name in first)
 
     # kill: SIGKILL, the process is gone, the others go on.
     killed_pid = first["node2"]["pid"]
-    durakv_cluster("kill", *common, "node2")
+    checked("kill", *common, "node2")
     assert not process_exists(killed_pid)
     after_kill = status(cluster_dir)
     assert not after_kill["node2"]["alive"]
     assert all(after_kill[name]["alive"] for name in ("manager", "node1", "node3"))
 
     # start: back, serving the same vbuckets as before.
-    durakv_cluster("start", *common, "node2")
+    checked("start", *common, "node2")
     restarted = status(cluster_dir)["node2"]
     assert restarted["alive"] and restarted["health"] == "serving"
     assert restarted["pid"] != killed_pid
@@ -112,15 +87,15 @@ def test_cluster_cli_up_kill_start_down_up_destroy(cluster_dir):
 
     # down: every process gone; the directory stays and `up` brings the same cluster back.
     pids = [p["pid"] for p in status(cluster_dir).values()]
-    durakv_cluster("down", *common)
+    checked("down", *common)
     assert not any(process_exists(pid) for pid in pids)
     assert not any(p["alive"] for p in status(cluster_dir).values())
-    up = durakv_cluster("up", *common)
+    up = checked("up", *common)
     assert up.stdout.splitlines()[-1] == f"cluster ready: {connection}  (user admin / password password)"
 
     # destroy: processes gone, directory gone.
     pids = [p["pid"] for p in status(cluster_dir).values()]
-    durakv_cluster("destroy", *common)
+    checked("destroy", *common)
     assert not cluster_dir.exists()
     assert not any(process_exists(pid) for pid in pids)
 
@@ -129,7 +104,7 @@ def test_cluster_cli_destroy_refuses_a_directory_that_is_not_a_cluster(tmp_path)
     other = tmp_path / "data"
     other.mkdir()
     (other / "keep.txt").write_text("not a cluster")
-    result = durakv_cluster("destroy", "--dir", str(other), check=False)
+    result = durakv_cluster("destroy", "--dir", str(other))
     assert result.returncode == 1
     assert (other / "keep.txt").read_text() == "not a cluster"
 
@@ -139,7 +114,7 @@ def test_cluster_cli_up_refuses_a_port_in_use_and_starts_nothing(cluster_dir):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", base + 1))  # node2's port
         squatter.listen()
-        result = durakv_cluster("up", "--dir", str(cluster_dir), "--base-port", str(base), check=False)
+        result = durakv_cluster("up", "--dir", str(cluster_dir), "--base-port", str(base))
     assert result.returncode == 1
     assert f"127.0.0.1:{base + 1}" in result.stderr
     cdir = launcher.ClusterDir(cluster_dir)

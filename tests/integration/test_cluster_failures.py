@@ -26,42 +26,36 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import grpc
 import pytest
 
 import durakv.exceptions as exc
 from durakv.aio.cluster import Cluster as AsyncCluster
-from durakv.auth import PasswordAuthenticator
 from durakv.cluster import Cluster
 from durakv.engine.errors import Status
 from durakv.management.buckets import CreateBucketSettings
 from durakv.options import ClusterOptions
 from durakv.proto import admin_pb2, admin_pb2_grpc, kv_pb2, kv_pb2_grpc
-from durakv.replication import launcher
 from durakv.replication.auth import basic_metadata
 from durakv.transcoder import RawBinaryTranscoder
 
 from .clusterkit import (
-    NODES,
+    ADMIN,
     VBUCKETS,
+    RunningCluster,
     checked,
-    durakv_cluster,
-    free_base_port,
+    cluster_up,
     keys_for_every_vbucket,
+    sdk,
     vbucket_of,
     wait_until,
 )
 
-ADMIN = PasswordAuthenticator("admin", "password")
 RAW_ADMIN = basic_metadata("admin", "password")
-READY_TIMEOUT = timedelta(seconds=30)
 PROBE_TIMEOUT = timedelta(milliseconds=800)  # operations on the killed node
 TIMEOUT_SLACK_S = 0.6  # how much later than its timeout a failing operation may end (a loaded machine)
 RECOVERY_DEADLINE_S = 30.0
@@ -75,47 +69,16 @@ TIMEOUTS = (exc.UnAmbiguousTimeoutException, exc.AmbiguousTimeoutException)
 # -- the cluster ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunningCluster:
-    dir: Path
-    connstr: str
-    addresses: dict[str, str]  # node1.. -> host:port
-    manager: str  # host:port
-
-
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
-    cluster_dir = tmp_path_factory.mktemp("failures") / "cluster"
-    base = free_base_port()
-    try:
-        up = checked(
-            "up", "--dir", str(cluster_dir), "--nodes", str(NODES), "--replicas", "1", "--base-port", str(base)
-        )
-        connstr = re.search(r"durakv://\S+", up.stdout).group(0)
-        status = json.loads(checked("status", "--dir", str(cluster_dir), "--json").stdout)
-        procs = {p["name"]: p for p in status["processes"]}
-        yield RunningCluster(
-            dir=cluster_dir,
-            connstr=connstr,
-            addresses={f"node{i}": procs[f"node{i}"]["address"] for i in range(1, NODES + 1)},
-            manager=procs["manager"]["address"],
-        )
-    finally:
-        destroyed = durakv_cluster("destroy", "--dir", str(cluster_dir))
-        cdir = launcher.ClusterDir(cluster_dir)
-        if cdir.exists():  # destroy failed: at least no process outlives the tests
-            launcher.kill(cdir, cdir.spec.names)
-        assert destroyed.returncode == 0, f"cluster destroy exited {destroyed.returncode}\n{destroyed.stderr}"
+    with cluster_up(tmp_path_factory.mktemp("failures"), "--replicas", "1") as up:
+        yield up
 
 
 @pytest.fixture(scope="module")
 def cluster(running):
-    cluster = Cluster(running.connstr, ClusterOptions(ADMIN))
-    try:
-        cluster.wait_until_ready(READY_TIMEOUT)
+    with sdk(running) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def keys_by_node(cluster: Cluster, running: RunningCluster, prefix: str) -> dict[str, list[str]]:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -39,29 +37,24 @@ import grpc
 import pytest
 
 import durakv.exceptions as exc
-from durakv.auth import PasswordAuthenticator
 from durakv.cluster import Cluster
 from durakv.durability import DurabilityLevel, ServerDurability
 from durakv.engine.replica import FEED_BYTES_MAX
-from durakv.options import ClusterOptions
 from durakv.proto import admin_pb2, admin_pb2_grpc, replication_pb2, replication_pb2_grpc
 from durakv.replication import launcher, node_faults, replicator_link
 from durakv.replication.auth import basic_metadata
 from durakv.replication.items import STREAM_BUFFER_BYTES_DEFAULT
 
 from .clusterkit import (
-    NODES,
     VBUCKETS,
     checked,
-    durakv_cluster,
-    free_base_port,
+    cluster_up,
     keys_for_every_vbucket,
+    sdk,
     vbucket_of,
     wait_until,
 )
 
-ADMIN = PasswordAuthenticator("admin", "password")
-READY_TIMEOUT = timedelta(seconds=30)
 DURABLE_TIMEOUT = timedelta(seconds=5)  # a durable write that should succeed
 AMBIGUOUS_TIMEOUT = timedelta(milliseconds=1500)  # a durable write that cannot (its only replica is down)
 TIMEOUT_SLACK_S = 1.0  # how much later than its timeout a failing write may end (a loaded machine)
@@ -99,44 +92,20 @@ class RunningCluster:
         return tuple(self.names[address] for address in route.holders(vbucket_of(key)))
 
 
-def start_cluster(cluster_dir: Path, replicas: int) -> Iterator[RunningCluster]:
-    sdk = None
-    try:
-        up = checked(
-            "up",
-            "--dir",
-            str(cluster_dir),
-            "--nodes",
-            str(NODES),
-            "--replicas",
-            str(replicas),
-            "--base-port",
-            str(free_base_port()),
-        )
-        connstr = re.search(r"durakv://\S+", up.stdout).group(0)
-        status = json.loads(checked("status", "--dir", str(cluster_dir), "--json").stdout)
-        names = {p["address"]: p["name"] for p in status["processes"] if p["name"] != "manager"}
-        sdk = Cluster(connstr, ClusterOptions(ADMIN))
-        sdk.wait_until_ready(READY_TIMEOUT)
-        yield RunningCluster(cluster_dir, replicas, names, sdk)
-    finally:
-        if sdk is not None:
-            sdk.close()
-        destroyed = durakv_cluster("destroy", "--dir", str(cluster_dir))
-        cdir = launcher.ClusterDir(cluster_dir)
-        if cdir.exists():  # destroy failed: at least no process outlives the tests
-            launcher.kill(cdir, cdir.spec.names)
-        assert destroyed.returncode == 0, f"cluster destroy exited {destroyed.returncode}\n{destroyed.stderr}"
+def start_cluster(base: Path, replicas: int) -> Iterator[RunningCluster]:
+    with cluster_up(base, "--replicas", str(replicas)) as up, sdk(up) as cluster:
+        names = {address: name for name, address in up.addresses.items()}
+        yield RunningCluster(up.dir, replicas, names, cluster)
 
 
 @pytest.fixture(scope="module")
 def two_replicas(tmp_path_factory):
-    yield from start_cluster(tmp_path_factory.mktemp("replicas2") / "cluster", 2)
+    yield from start_cluster(tmp_path_factory.mktemp("replicas2"), 2)
 
 
 @pytest.fixture(scope="module")
 def one_replica(tmp_path_factory):
-    yield from start_cluster(tmp_path_factory.mktemp("replicas1") / "cluster", 1)
+    yield from start_cluster(tmp_path_factory.mktemp("replicas1"), 1)
 
 
 @pytest.fixture(params=["two_replicas", "one_replica"])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import threading
 import time
 from datetime import timedelta
@@ -49,44 +48,33 @@ from durakv.options import (
 from durakv.transcoder import RawBinaryTranscoder
 
 from .clusterkit import (
-    NODES,
+    ADMIN,
     VBUCKETS,
-    durakv_cluster,
+    cluster_up,
     free_base_port,
     keys_for_every_vbucket,
+    sdk,
 )
 
-MANAGER_PORT_OFFSET = 100  # `durakv cluster up --help`: the manager listens on base + 100
-READY_TIMEOUT = timedelta(seconds=30)
-ADMIN = PasswordAuthenticator("admin", "password")
 LOCK_PROBE_TIMEOUT = timedelta(milliseconds=200)
 DURABLE_PROBE_TIMEOUT = timedelta(seconds=10)
 
 
 @pytest.fixture(scope="module")
-def connstr(tmp_path_factory):
-    cluster_dir = tmp_path_factory.mktemp("remote") / "cluster"
-    base = free_base_port()
-    try:
-        up = durakv_cluster(
-            "up", "--dir", str(cluster_dir), "--nodes", str(NODES), "--replicas", "1", "--base-port", str(base)
-        )
-        assert up.returncode == 0, f"cluster up exited {up.returncode}\n{up.stdout}\n{up.stderr}"
-        printed = re.search(r"durakv://\S+", up.stdout)
-        yield printed.group(0) if printed else "durakv://" + ",".join(f"127.0.0.1:{base + i}" for i in range(NODES))
-    finally:
-        down = durakv_cluster("down", "--dir", str(cluster_dir))
-        assert down.returncode == 0, f"cluster down exited {down.returncode}\n{down.stdout}\n{down.stderr}"
+def running(tmp_path_factory):
+    with cluster_up(tmp_path_factory.mktemp("remote"), "--replicas", "1") as up:
+        yield up
 
 
 @pytest.fixture(scope="module")
-def cluster(connstr):
-    cluster = Cluster(connstr, ClusterOptions(ADMIN))
-    try:
-        cluster.wait_until_ready(READY_TIMEOUT)
+def connstr(running):
+    return running.connstr
+
+
+@pytest.fixture(scope="module")
+def cluster(running):
+    with sdk(running) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture
