@@ -5,7 +5,8 @@ write keys of their own at each durability level (round robin, each key once) wh
 seeded schedule injects one fault at a time into a random node -- `kill` (SIGKILL, then
 start), `power-loss` (then start), `pause` (SIGSTOP / SIGCONT), `partition` (from every
 other node, then heal), `net-drop` (20 % of its replication messages, then clear) or
-`slow-disk` (50 ms per fsync, then clear) -- held for a second or two. When the time is up,
+`slow-disk` (50 ms per fsync, then clear) or `disk-full` (every write of its log fails with
+ENOSPC, then clear) -- held for a second or two. When the time is up,
 every fault is undone and every node restarted, the cluster is waited for, and every key is
 read back. `chaos_check.judge` then says, per level: acknowledged, lost (and whether the
 faults excuse it), ambiguous then applied, ambiguous then absent, refused. The command
@@ -33,7 +34,7 @@ from . import chaos_check
 from .chaos_check import LEVELS, Fault, Write
 from .cluster import _dir_option, _locked
 
-FAULT_KINDS = ("kill", "power-loss", "pause", "partition", "net-drop", "slow-disk")
+FAULT_KINDS = ("kill", "power-loss", "pause", "partition", "net-drop", "slow-disk", "disk-full")
 WRITE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 20.0
 HOLD_S = (1.0, 2.0)  # how long a fault lasts
@@ -165,8 +166,8 @@ def _inject(cdir, kind: str, node: str, nodes: list[str]) -> None:
     elif kind == "net-drop":
         network = admin_pb2.NetworkFault(replication_drop_percent=20)
         _ask_node(cdir, node, "InjectFault", admin_pb2.InjectFaultRequest(network=network), timeout)
-    elif kind == "slow-disk":
-        disk = admin_pb2.DiskFault(fsync_delay_ms=50)
+    elif kind in ("slow-disk", "disk-full"):
+        disk = admin_pb2.DiskFault(fsync_delay_ms=50) if kind == "slow-disk" else admin_pb2.DiskFault(full=True)
         _ask_node(cdir, node, "InjectFault", admin_pb2.InjectFaultRequest(disk=disk), timeout)
 
 

@@ -425,6 +425,7 @@ FAULTS = (
     "resume",
     "slow-disk",
     "disk-errors",
+    "disk-full",
     "net-delay",
     "net-drop",
     "partition",
@@ -449,6 +450,8 @@ def fault(cluster_dir, name, what, arg) -> None:
     slow-disk MS      every fsync of the node takes MS milliseconds longer (0: a normal disk)
     disk-errors N     the node's next N fsyncs fail with EIO (its log refuses writes, rewrites
                       from memory and recovers)
+    disk-full         every write of the node's log fails with ENOSPC until `clear` (writes
+                      refused, reads served; the node recovers by itself once cleared)
     net-delay MS      every replication message the node sends leaves MS milliseconds later
                       (its rounds as an active, its acks as a replica); up to 1000
     net-drop PCT      each replication message the node sends is lost with PCT % chance: its
@@ -494,18 +497,21 @@ def fault(cluster_dir, name, what, arg) -> None:
             request = admin_pb2.InjectFaultRequest(partition=admin_pb2.Partition(peers=peers))
             response = _ask_node(cdir, name, "InjectFault", request, timeout)
         else:
-            amount = _fault_amount(what, arg)
+            amount = 0 if what == "disk-full" else _fault_amount(what, arg)
             disk = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout).disk
             if what == "slow-disk":
                 disk.fsync_delay_ms = amount
-            else:
+            elif what == "disk-errors":
                 disk.fsync_errors = amount
+            else:
+                disk.full = True
             response = _ask_node(cdir, name, "InjectFault", admin_pb2.InjectFaultRequest(disk=disk), timeout)
     if response.status != Status.SUCCESS:
         raise click.ClickException(f"refused ({_status_name(response.status)}): {response.message}")
     disk = response.disk
     cut = ", ".join(response.partitioned_from) or "nobody"
     click.echo(f"{name}: fsync delay {disk.fsync_delay_ms} ms, {disk.fsync_errors} fsync errors to come, ", nl=False)
+    click.echo("disk full, " if disk.full else "", nl=False)
     network = response.network
     click.echo(f"replication delay {network.replication_delay_ms} ms, ", nl=False)
     click.echo(f"{network.replication_drop_percent} % dropped, partitioned from {cut}")

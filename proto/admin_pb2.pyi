@@ -429,12 +429,14 @@ class GetVBucketStatesResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_kv_pb2.Status, str]] = ..., message: _Optional[str] = ..., node_id: _Optional[str] = ..., config_epoch: _Optional[int] = ..., config_revision: _Optional[int] = ..., vbuckets: _Optional[_Iterable[_Union[VBucketStats, _Mapping]]] = ...) -> None: ...
 
 class DiskFault(_message.Message):
-    __slots__ = ("fsync_delay_ms", "fsync_errors")
+    __slots__ = ("fsync_delay_ms", "fsync_errors", "full")
     FSYNC_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     FSYNC_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
     fsync_delay_ms: int
     fsync_errors: int
-    def __init__(self, fsync_delay_ms: _Optional[int] = ..., fsync_errors: _Optional[int] = ...) -> None: ...
+    full: bool
+    def __init__(self, fsync_delay_ms: _Optional[int] = ..., fsync_errors: _Optional[int] = ..., full: _Optional[bool] = ...) -> None: ...
 
 class Partition(_message.Message):
     __slots__ = ("peers",)

@@ -905,9 +905,6 @@ class Admin:
 class NodeControlStub:
     """Called by the cluster manager on each node, and by `durakv cluster fault` (authenticated
     with the cluster secret).
-
-    Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    disk full as an InjectFault kind.
     """
 
     def __init__(self, channel):
@@ -946,9 +943,6 @@ class NodeControlStub:
 class NodeControlServicer:
     """Called by the cluster manager on each node, and by `durakv cluster fault` (authenticated
     with the cluster secret).
-
-    Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    disk full as an InjectFault kind.
     """
 
     def PushConfig(self, request, context):
@@ -970,7 +964,7 @@ class NodeControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InjectFault(self, request, context):
-        """Testbed faults (DESIGN §8): a slow or failing disk, a power cut, a partition.
+        """Testbed faults (DESIGN §8): a slow, failing or full disk, a power cut, a partition.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1029,9 +1023,6 @@ def add_NodeControlServicer_to_server(servicer, server):
 class NodeControl:
     """Called by the cluster manager on each node, and by `durakv cluster fault` (authenticated
     with the cluster secret).
-
-    Names held for the fault-injection RPCs to come (DESIGN §8), so nothing else takes them:
-    disk full as an InjectFault kind.
     """
 
     @staticmethod

@@ -124,7 +124,7 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
             node_faults.power_loss(list(self.rt.buckets.values()))  # does not return
         try:
             if kind == "disk":
-                faults.disk.set(request.disk.fsync_delay_ms, request.disk.fsync_errors)
+                faults.disk.set(request.disk.fsync_delay_ms, request.disk.fsync_errors, request.disk.full)
                 faults.disk.install(self.rt.buckets.values())
             elif kind == "network":
                 faults.set_network(request.network.replication_delay_ms, request.network.replication_drop_percent)
@@ -142,7 +142,7 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
 
     async def ClearFaults(self, request, context):
         await self._cluster_only(context)
-        self.rt.faults.disk.set(0, 0)
+        self.rt.faults.disk.set(0, 0, False)
         self.rt.faults.partitioned = frozenset()
         self.rt.faults.set_network(0, 0)
         self.rt.on_partition_changed()
@@ -154,7 +154,9 @@ class NodeControlService(admin_pb2_grpc.NodeControlServicer):
 
     def _faults(self, status: Status, message: str = "") -> admin_pb2.InjectFaultResponse:
         faults = self.rt.faults
-        disk = admin_pb2.DiskFault(fsync_delay_ms=faults.disk.fsync_delay_ms, fsync_errors=faults.disk.fsync_errors)
+        disk = admin_pb2.DiskFault(
+            fsync_delay_ms=faults.disk.fsync_delay_ms, fsync_errors=faults.disk.fsync_errors, full=faults.disk.full
+        )
         network = admin_pb2.NetworkFault(
             replication_delay_ms=round(faults.replication_delay_s * 1000),
             replication_drop_percent=faults.replication_drop_percent,

@@ -3,9 +3,11 @@
 Owns `NodeFaults` (what the node's NodeControl.InjectFault set: its `disk` faults and the
 peers it is `partitioned` from; the replication shells read the latter), and `DiskFaults`,
 the fault hook installed on the write-ahead log of every bucket the node serves
-(`WriteAheadLog.fault_hook`, called by the WAL's flusher thread before each fsync): it
-sleeps `fsync_delay_ms` (a slow disk) and fails the next `fsync_errors` fsyncs with EIO
-(the log refuses writes, rewrites from memory and recovers: engine/wal/FORMAT.md). And
+(`WriteAheadLog.fault_hook`, called by the WAL's flusher thread before each write, segment
+creation and fsync): it sleeps `fsync_delay_ms` (a slow disk), fails the next
+`fsync_errors` fsyncs with EIO, and while the disk is `full` fails every write and segment
+creation with ENOSPC (either way the log refuses writes, rewrites from memory and recovers:
+engine/wal/FORMAT.md). And
 `power_loss`: every bucket's log drops what was not fsynced (`WriteAheadLog.power_loss`),
 then the process exits at once with status 137, answering nobody -- what a power cut leaves
 of a node whose SIGKILL alone would keep the page cache.
@@ -51,15 +53,21 @@ class DiskFaults:
         self._lock = threading.Lock()
         self.fsync_delay_ms = 0
         self.fsync_errors = 0  # fsyncs still to fail
+        self.full = False  # every write fails with ENOSPC
 
-    def set(self, fsync_delay_ms: int, fsync_errors: int) -> None:
+    def set(self, fsync_delay_ms: int, fsync_errors: int, full: bool = False) -> None:
         if not 0 <= fsync_delay_ms <= FSYNC_DELAY_MS_MAX:
             raise ValueError(f"fsync delay must be 0 to {FSYNC_DELAY_MS_MAX} ms, not {fsync_delay_ms}")
         if not 0 <= fsync_errors <= FSYNC_ERRORS_MAX:
             raise ValueError(f"fsync errors must be 0 to {FSYNC_ERRORS_MAX}, not {fsync_errors}")
         with self._lock:
-            self.fsync_delay_ms, self.fsync_errors = fsync_delay_ms, fsync_errors
-        log.warning("disk faults now: fsync delay %d ms, %d fsync errors to come", fsync_delay_ms, fsync_errors)
+            self.fsync_delay_ms, self.fsync_errors, self.full = fsync_delay_ms, fsync_errors, full
+        log.warning(
+            "disk faults now: fsync delay %d ms, %d fsync errors to come, %s",
+            fsync_delay_ms,
+            fsync_errors,
+            "disk full" if full else "room on the disk",
+        )
 
     def install(self, buckets: Iterable[EmbeddedBucket]) -> None:
         """Hook every bucket's log (a bucket created later gets none until the next injection)."""
@@ -68,6 +76,8 @@ class DiskFaults:
 
     def _hook(self, point: str) -> None:
         if point != "fsync":
+            if self.full:  # "write" or "create"
+                raise OSError(errno.ENOSPC, "injected full disk (durakv cluster fault)")
             return
         with self._lock:
             delay_s = self.fsync_delay_ms / 1000

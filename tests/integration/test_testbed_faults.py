@@ -14,6 +14,9 @@ What the tests claim:
 - fsync errors on one replica are absorbed: its log fails, rewrites from memory and
   recovers, the errors are used up, and durable writes go on succeeding (the other replica
   and the active make the majority);
+- a full disk (every write of the node's log fails with ENOSPC): writes to the vbuckets it
+  is active for are refused (TemporaryFailException), their reads are served, durable
+  writes where it is a replica still succeed, and once cleared it takes writes again;
 - a replication delay on both replicas (their acks leave late), or on the active (its
   prepare leaves late), makes a MAJORITY write wait at least that delay; `clear` ends it;
 - lost replication messages (20 % on two nodes) end calls, which reconnect, and every
@@ -40,10 +43,20 @@ from durakv.exceptions import (
     AmbiguousTimeoutException,
     DocumentNotFoundException,
     DurabilitySyncWriteAmbiguousException,
+    TemporaryFailException,
 )
 from durakv.replication import launcher
 
-from .clusterkit import NODES, checked, cluster_up, durakv_cluster, keys_for_every_vbucket, sdk, vbucket_of
+from .clusterkit import (
+    NODES,
+    checked,
+    cluster_up,
+    durakv_cluster,
+    keys_for_every_vbucket,
+    sdk,
+    vbucket_of,
+    wait_until,
+)
 
 OP_TIMEOUT = timedelta(seconds=15)
 AMBIGUOUS = (DurabilitySyncWriteAmbiguousException, AmbiguousTimeoutException)
@@ -115,6 +128,54 @@ def test_fsync_errors_on_a_replica_are_absorbed_and_used_up(tmp_path):
         assert "injected fsync error" in (running.dir / "logs" / "node3.log").read_text()
         refused = durakv_cluster("fault", "--dir", str(running.dir), "node9", "show")
         assert refused.returncode != 0 and "not a node" in refused.stderr
+
+
+def test_a_full_disk_refuses_writes_on_its_actives_keeps_reads_and_recovers_when_cleared(tmp_path):
+    with cluster_up(tmp_path, "--replicas", "2") as running:
+        vbmap = running.cdir.manager_config().buckets["default"].vbmap
+        keys = keys_for_every_vbucket("full")
+        on_full = [key for vb, key in keys.items() if vbmap[vb].active == "node1"]
+        elsewhere = [key for vb, key in keys.items() if vbmap[vb].active != "node1"]
+        with sdk(running) as cluster:
+            coll = cluster.bucket("default").default_collection()
+            for key in on_full:
+                coll.upsert(key, {"before": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            shown = checked("fault", "--dir", str(running.dir), "node1", "disk-full").stdout
+            assert "disk full" in shown, shown
+            # A write taken before the log meets the full disk is acknowledged (held in memory);
+            # from then on its log refuses every write, cleanly.
+            probe, acked = on_full[1], []
+
+            def refused() -> bool:
+                try:
+                    coll.upsert(probe, {"n": len(acked)}, timeout=timedelta(seconds=1))
+                except TemporaryFailException:
+                    return True
+                acked.append(len(acked))
+                return False
+
+            wait_until(refused, "a write refused by the full disk", 15)
+            assert coll.get(on_full[0]).content_as[dict] == {"before": True}  # reads are served
+            # As a replica it cannot persist either; the active and the other replica are a majority.
+            for key in elsewhere[:8]:
+                coll.upsert(key, {"elsewhere": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            cleared = checked("fault", "--dir", str(running.dir), "node1", "clear").stdout
+            assert "disk full" not in cleared, cleared
+
+            def accepted() -> bool:
+                try:
+                    coll.upsert(on_full[0], {"after": True}, durability=LEVELS["ptm"], timeout=timedelta(seconds=2))
+                except (TemporaryFailException, *AMBIGUOUS):
+                    return False
+                return True
+
+            wait_until(accepted, "a durable write on the node whose disk had room again", 30)
+            expected = {"n": acked[-1]} if acked else {"before": True}
+            assert coll.get(probe).content_as[dict] == expected  # what was acknowledged was kept
+            for key in on_full[1:]:
+                coll.upsert(key, {"after": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            assert all(coll.get(key).content_as[dict] == {"after": True} for key in on_full)
+        assert "injected full disk" in (running.dir / "logs" / "node1.log").read_text()
 
 
 def test_a_partitioned_replica_makes_durable_writes_ambiguous_until_healed(tmp_path):

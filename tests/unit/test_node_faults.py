@@ -21,6 +21,19 @@ def test_fsync_errors_fail_exactly_that_many_fsyncs_and_nothing_else():
     assert faults.fsync_errors == 0
 
 
+def test_a_full_disk_fails_every_write_and_segment_creation_with_enospc_until_cleared():
+    faults = DiskFaults()
+    faults.set(0, 0, full=True)
+    for point in ("write", "create", "write"):
+        with pytest.raises(OSError) as failed:
+            faults._hook(point)
+        assert failed.value.errno == errno.ENOSPC
+    faults._hook("fsync")  # nothing was written: there is nothing for an fsync to fail on
+    faults.set(0, 0)
+    faults._hook("write")
+    faults._hook("create")
+
+
 @pytest.mark.parametrize("delay_ms, errors", [(-1, 0), (FSYNC_DELAY_MS_MAX + 1, 0), (0, -1)])
 def test_disk_faults_out_of_range_are_refused_and_change_nothing(delay_ms, errors):
     faults = DiskFaults()
