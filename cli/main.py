@@ -14,6 +14,7 @@ import click
 from durakv import __version__
 
 from . import demo as demo_module
+from .bench import bench_command
 from .chaos import chaos_command
 from .cluster import cluster_group
 from .manager import manager_command
@@ -137,6 +138,7 @@ def kv_remove(data_dir, bucket, scope, collection, cas, key) -> None:
 
 
 cluster_group.add_command(chaos_command)
+cluster_group.add_command(bench_command)
 main.add_command(cluster_group)
 main.add_command(manager_command)
 main.add_command(node_command)

@@ -61,27 +61,30 @@ import os
 import random
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
 
+from durakv.cli import bench
+from durakv.cli.bench_measure import (
+    Workload,
+    bench_keys,
+    interleaved_aio,
+    interleaved_sync,
+    make_doc,
+    offset,
+)
+
 CLI = [sys.executable, "-m", "durakv.cli.main", "cluster"]
 NODES = 3
 REPLICAS = 1
 DURABILITY_REPLICAS = 2  # --suite durability: every vbucket on all three nodes
-DURABILITY_LEVELS = ("NONE", "MAJORITY", "MAJORITY_AND_PERSIST_TO_ACTIVE", "PERSIST_TO_MAJORITY")
-DURABLE_OP_TIMEOUT_S = 10.0
+DURABILITY_LEVELS = bench.LEVELS
 ETCD_PUT_OPS_S = 5500  # 3-member etcd, Go client, same machine: the issue's figure, not measured here
 VBUCKETS = 64  # `durakv cluster up`'s default
 CONCURRENCY = (1, 16, 64)
@@ -202,177 +205,7 @@ def stop_cluster(cluster_dir: Path, keep: bool) -> None:
         pass
 
 
-# -- measuring --------------------------------------------------------------------------------
-
-
-class Workload(NamedTuple):
-    """One measured path: its work, the items (ops or documents) one call does, the server pids it loads."""
-
-    make_work: Callable[[int], Callable[[int], Any]]
-    per_call: int
-    servers: tuple[int, ...]
-
-
-@dataclass
-class Tally:
-    latencies: list[float] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    client_cpu_s: float = 0.0
-    server_cpu_s: float | None = 0.0
-
-    def add(self, latencies: list[float], elapsed_s: float, client_cpu_s: float, server_cpu_s: float | None) -> None:
-        self.latencies += latencies
-        self.elapsed_s += elapsed_s
-        self.client_cpu_s += client_cpu_s
-        if self.server_cpu_s is not None and server_cpu_s is not None:
-            self.server_cpu_s += server_cpu_s
-        else:
-            self.server_cpu_s = None
-
-
-def cpu_seconds(pids: tuple[int, ...]) -> float | None:
-    """User + system CPU of the processes so far (Linux /proc); None where that cannot be read."""
-    total = 0
-    try:
-        for pid in pids:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    except (OSError, IndexError, ValueError):
-        return None
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def summary(tally: Tally, per_call: int = 1) -> dict[str, Any]:
-    """Throughput, latency of one call (p50/p99) and CPU per item (client process, server processes)."""
-    latencies = tally.latencies
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
-    calls = len(latencies)
-    items = max(1, calls * per_call)
-    out: dict[str, Any] = {"calls": calls}
-    if per_call > 1:
-        out["docs_s"] = round(calls * per_call / tally.elapsed_s)
-        out["calls_s"] = round(calls / tally.elapsed_s)
-    else:
-        out["ops_s"] = round(calls / tally.elapsed_s)
-    out["p50_ms"] = round(cuts[49] * 1000, 3)
-    out["p99_ms"] = round(cuts[98] * 1000, 3)
-    out["client_cpu_us"] = round(tally.client_cpu_s / items * 1e6, 1)
-    out["server_cpu_us"] = None if tally.server_cpu_s is None else round(tally.server_cpu_s / items * 1e6, 1)
-    return out
-
-
-def run_threads(threads: int, seconds: float, make_work: Callable[[int], Callable[[int], Any]]) -> tuple:
-    """`threads` threads each calling work(i) (i = 0, 1, ...) until `seconds` pass; (latencies, elapsed)."""
-    barrier = threading.Barrier(threads + 1)
-    lists: list[list[float]] = [[] for _ in range(threads)]
-    ends = [0.0] * threads
-    failures: list[BaseException] = []
-    deadline = [0.0]
-
-    def runner(t: int) -> None:
-        work = make_work(t)
-        lat = lists[t]
-        clock = time.perf_counter
-        barrier.wait()
-        end = deadline[0]
-        i = 0
-        try:
-            while (start := clock()) < end:
-                work(i)
-                lat.append(clock() - start)
-                i += 1
-        except BaseException as error:
-            failures.append(error)
-        ends[t] = clock()
-
-    pool = [threading.Thread(target=runner, args=(t,), daemon=True) for t in range(threads)]
-    for th in pool:
-        th.start()
-    start = time.perf_counter()
-    deadline[0] = start + seconds
-    barrier.wait()
-    for th in pool:
-        th.join()
-    if failures:
-        raise failures[0]
-    return [x for lat in lists for x in lat], max(ends) - start
-
-
-async def run_tasks(concurrency: int, seconds: float, make_work: Callable[[int], Callable[[int], Any]]) -> tuple:
-    """`concurrency` coroutines each awaiting work(i) until `seconds` pass; (latencies, elapsed)."""
-    lists: list[list[float]] = [[] for _ in range(concurrency)]
-    clock = time.perf_counter
-    start = clock()
-    end = start + seconds
-
-    async def runner(t: int) -> None:
-        work = make_work(t)
-        lat = lists[t]
-        i = 0
-        while (begin := clock()) < end:
-            await work(i)
-            lat.append(clock() - begin)
-            i += 1
-
-    await asyncio.gather(*(runner(t) for t in range(concurrency)))
-    return [x for lat in lists for x in lat], clock() - start
-
-
-def interleaved_sync(threads: int, paths: dict[str, Workload], seconds: float, warmup_s: float, rounds: int) -> dict:
-    """Each path from `threads` threads, `seconds` in all.
-
-    The paths take turns in `rounds` slices, so a reference and the paths compared with it
-    see the same background load; each path runs `warmup_s` unmeasured first.
-    """
-    for path in paths.values():
-        run_threads(threads, warmup_s, path.make_work)
-    tallies = {name: Tally() for name in paths}
-    for _ in range(rounds):
-        for name, path in paths.items():
-            client, server = time.process_time(), cpu_seconds(path.servers)
-            latencies, elapsed = run_threads(threads, seconds / rounds, path.make_work)
-            server_after = cpu_seconds(path.servers)
-            server_cpu = None if server is None or server_after is None else server_after - server
-            tallies[name].add(latencies, elapsed, time.process_time() - client, server_cpu)
-    return {name: summary(tallies[name], paths[name].per_call) for name in paths}
-
-
-async def interleaved_aio(concurrency: int, paths: dict[str, Workload], seconds: float, warmup_s: float, rounds: int):
-    """As `interleaved_sync`, with `concurrency` coroutines on this event loop."""
-    for path in paths.values():
-        await run_tasks(concurrency, warmup_s, path.make_work)
-    tallies = {name: Tally() for name in paths}
-    for _ in range(rounds):
-        for name, path in paths.items():
-            client, server = time.process_time(), cpu_seconds(path.servers)
-            latencies, elapsed = await run_tasks(concurrency, seconds / rounds, path.make_work)
-            server_after = cpu_seconds(path.servers)
-            server_cpu = None if server is None or server_after is None else server_after - server
-            tallies[name].add(latencies, elapsed, time.process_time() - client, server_cpu)
-    return {name: summary(tallies[name], paths[name].per_call) for name in paths}
-
-
-# -- the workloads ----------------------------------------------------------------------------
-
-
-def make_doc(payload_bytes: int) -> tuple[dict, bytes]:
-    """A JSON document whose encoding is `payload_bytes` long (at least the fixed fields)."""
-    doc: dict[str, Any] = {"id": 4711, "name": "user-4711", "email": "user4711@example.com", "visits": 42, "pad": ""}
-    encoded = json.dumps(doc).encode()
-    doc["pad"] = "x" * max(0, payload_bytes - len(encoded))
-    return doc, json.dumps(doc).encode()
-
-
-def bench_keys(count: int) -> list[str]:
-    keys = [f"bench::{i:06d}" for i in range(count)]
-    covered = {((zlib.crc32(k.encode()) >> 16) & 0x7FFF) % VBUCKETS for k in keys}
-    assert len(covered) == VBUCKETS, f"the keys cover {len(covered)} of {VBUCKETS} vbuckets"
-    return keys
-
-
-def offset(worker: int, workers: int, count: int) -> int:
-    return worker * count // workers
+# -- the workloads (measuring: durakv/cli/bench_measure.py) ------------------------------------
 
 
 def sync_get(coll, keys: list[str], workers: int):
@@ -475,55 +308,8 @@ async def aio_group(connstr: str, echo: Server, nodes: tuple[int, ...], c: int, 
         await channel.close()
 
 
-def aio_durable_upsert(coll, keys: list[str], doc: dict, workers: int, level: str):
-    """Upserts at a server durability level (NONE included, sent the same way)."""
-    from durakv.durability import DurabilityLevel, ServerDurability
-    from durakv.options import UpsertOptions
-
-    opts = UpsertOptions(
-        durability=ServerDurability(DurabilityLevel[level]), timeout=timedelta(seconds=DURABLE_OP_TIMEOUT_S)
-    )
-
-    def make(t: int):
-        base, n = offset(t, workers, len(keys)), len(keys)
-        return lambda i: coll.upsert(keys[(base + i) % n], doc, opts)
-
-    return make
-
-
-async def durability_suite(connstr: str, nodes: tuple[int, ...], keys, doc, options, timing) -> dict[str, dict]:
-    """Every durability level at every concurrency, on one pipelined asyncio cluster object."""
-    from durakv.aio.cluster import Cluster as AsyncCluster
-
-    cluster = await AsyncCluster.connect(connstr, options)
-    try:
-        coll = cluster.bucket("default").default_collection()
-        for i in range(0, len(keys), 512):
-            loaded = await coll.upsert_multi({k: doc for k in keys[i : i + 512]})
-            if not loaded.all_ok:
-                raise RuntimeError(f"pre-loading failed: {next(iter(loaded.exceptions.values()))}")
-        m: dict[str, dict] = {}
-        for c in CONCURRENCY:
-            paths = {
-                f"{level.lower()}_c{c}": Workload(aio_durable_upsert(coll, keys, doc, c, level), 1, nodes)
-                for level in DURABILITY_LEVELS
-            }
-            m.update(await interleaved_aio(c, paths, *timing))
-        return m
-    finally:
-        await cluster.close()
-
-
 def durability_fields(m: dict[str, dict]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for c in CONCURRENCY:
-        none = m[f"none_c{c}"]["ops_s"]
-        for level in DURABILITY_LEVELS:
-            name = f"{level.lower()}_c{c}"
-            out[f"{name}_ops_s"] = m[name]["ops_s"]
-            out[f"{name}_p50_ms"] = m[name]["p50_ms"]
-            out[f"{name}_p99_ms"] = m[name]["p99_ms"]
-            out[f"{name}_vs_none_ratio"] = round(m[name]["ops_s"] / none, 3) if none else None
+    out = bench.durability_fields(m, DURABILITY_LEVELS, CONCURRENCY)
     out["etcd_put_ops_s_reference"] = ETCD_PUT_OPS_S
     out["persist_to_majority_c64_vs_etcd_ratio"] = round(m["persist_to_majority_c64"]["ops_s"] / ETCD_PUT_OPS_S, 3)
     return out
@@ -537,7 +323,11 @@ def run_durability(args, options, keys, doc, timing) -> dict[str, Any]:
         if args.keep:
             print(f"durability cluster: {running.connstr} pids {running.nodes}", file=sys.stderr)
         load_before = round(os.getloadavg()[0], 2)
-        m = asyncio.run(durability_suite(running.connstr, running.nodes, keys, doc, options, timing))
+        m = asyncio.run(
+            bench.durability_suite(
+                running.connstr, running.nodes, keys, doc, options, timing, DURABILITY_LEVELS, CONCURRENCY
+            )
+        )
     finally:
         stop_cluster(running.dir, args.keep)
     return {
@@ -577,7 +367,7 @@ def main() -> int:
 
     options = ClusterOptions(PasswordAuthenticator("admin", "password"))
     doc, payload = make_doc(args.payload_bytes)
-    keys = bench_keys(KEYS)
+    keys = bench_keys(KEYS, VBUCKETS)
     timing = (args.seconds, args.warmup, args.rounds)
     started = time.monotonic()
     if args.suite in ("unary", "all"):

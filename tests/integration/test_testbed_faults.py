@@ -25,6 +25,8 @@ What the tests claim:
   other replica are a majority); resumed, it serves again; a paused node still stops cleanly;
 - `durakv cluster chaos` (a workload at every level under seeded faults, one node at a time)
   ends with every node running and no acknowledged write lost against its level;
+- `durakv cluster bench` measures every level at every concurrency asked for on the running
+  cluster (ops/s, p50 <= p99, NONE's ratio 1, the nodes' CPU) and leaves its keys written;
 - a replica partitioned from the other nodes (1 replica): a durable write to a vbucket it
   is the only replica of ends ambiguous, a NONE write succeeds (clients still reach the
   active), and once healed durable writes succeed again.
@@ -274,3 +276,25 @@ def test_chaos_writes_at_every_level_under_faults_and_finds_no_loss_a_level_forb
         for level in ("PERSIST_TO_MAJORITY", "MAJORITY_AND_PERSIST_TO_ACTIVE"):
             assert report["levels"][level]["acked"] > 0 and not report["levels"][level].get("lost"), report
         assert all(launcher.running_pid(running.cdir, n) for n in running.cdir.spec.nodes)
+
+
+def test_bench_measures_every_level_at_every_concurrency_on_the_running_cluster(tmp_path):
+    with cluster_up(tmp_path, "--replicas", "2") as running:
+        d = str(running.dir)
+        run = durakv_cluster(
+            "bench", "--dir", d, "--seconds", "0.4", "--rounds", "2", "--warmup", "0", "--concurrency", "1,4",
+            "--keys", "512", "--json",
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        report = json.loads(run.stdout)
+        assert (report["nodes"], report["replicas"]) == (NODES, 2)
+        for c in (1, 4):
+            assert report[f"none_c{c}_vs_none_ratio"] == 1.0
+            for level in ("none", "majority", "majority_and_persist_to_active", "persist_to_majority"):
+                name = f"{level}_c{c}"
+                assert report[f"{name}_ops_s"] > 0 and 0 < report[f"{name}_p50_ms"] <= report[f"{name}_p99_ms"]
+                assert report["measurements"][name]["server_cpu_us"] > 0  # the nodes' pids were found
+        with sdk(running) as cluster:
+            assert cluster.bucket("default").default_collection().get("bench::000511").content_as[dict]["id"] == 4711
+        refused = durakv_cluster("bench", "--dir", d, "--concurrency", "0")
+        assert refused.returncode == 2 and "--concurrency" in refused.stderr
