@@ -13,7 +13,9 @@ faults excuse it), ambiguous then applied, ambiguous then absent, refused. The c
 fails (exit 1) if a level lost a write its guarantee covers.
 
 Must never: fail a node over (the guarantees judged assume the active of a vbucket stays
-the same node), fault more than one node at a time, or leave a fault in place at the end.
+the same node: a run refuses to start where automatic failover could act within its faults,
+and fails if a node was failed over by its end), fault more than one node at a time, or
+leave a fault in place at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import click
 
 from durakv.engine.keys import vbucket_of
 from durakv.replication import launcher
+from durakv.replication.cluster_config import NodeState
 
 from . import chaos_check
 from .chaos_check import LEVELS, Fault, Write
@@ -39,6 +42,24 @@ WRITE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 20.0
 HOLD_S = (1.0, 2.0)  # how long a fault lasts
 GAP_S = (0.5, 1.5)  # between two faults
+AUTO_FAILOVER_TIMEOUT_MIN_S = 30.0  # a killed node is down for its hold and its restart, well under this
+
+
+def check_no_failover(config, when: str) -> None:
+    """The verdict assumes every vbucket keeps its active: refuse a failed-over node, or a
+    timeout that would let the manager fail one over during the run."""
+    failed = sorted(n.node_id for n in config.nodes.values() if n.state is NodeState.FAILED)
+    if failed:
+        raise click.ClickException(
+            f"{', '.join(failed)} {'is' if len(failed) == 1 else 'are'} failed over {when}: the check assumes "
+            "no failover (`durakv cluster recover NODE` first)"
+        )
+    settings = config.auto_failover
+    if settings.enabled and settings.timeout_s < AUTO_FAILOVER_TIMEOUT_MIN_S:
+        raise click.ClickException(
+            f"automatic failover after {settings.timeout_s:g} s could fail a faulted node over: use "
+            f"`durakv cluster auto-failover --timeout {AUTO_FAILOVER_TIMEOUT_MIN_S:g}` or more, or `--disable`"
+        )
 
 
 def run_chaos(
@@ -53,6 +74,7 @@ def run_chaos(
     config = cdir.manager_config()
     if config is None or "default" not in config.buckets:
         raise click.ClickException("the cluster has no `default` bucket to write to")
+    check_no_failover(config, "before the run")
     vbmap = config.buckets["default"].vbmap
     cluster = Cluster(
         spec.connection_string, ClusterOptions(PasswordAuthenticator(launcher.ADMIN_USER, launcher.ADMIN_PASSWORD))
@@ -93,6 +115,9 @@ def run_chaos(
         reasons = launcher.wait_ready(cdir, timeout_s=60)
         if reasons:
             raise click.ClickException(f"the cluster did not come back: {reasons}")
+        after = cdir.manager_config()
+        if after is not None:
+            check_no_failover(after, "after the run")
         echo(f"read back {len(writes)} writes")
         present = {w.key: _present(coll, w.key) for w in writes}
     finally:
@@ -219,8 +244,8 @@ def chaos_command(cluster_dir, seconds, faults, seed, workers, as_json) -> None:
     undone after a second or two; then every key is read back. Exit status 1 if a level lost
     an acknowledged write its guarantee covers (PERSIST_TO_MAJORITY and
     MAJORITY_AND_PERSIST_TO_ACTIVE never; MAJORITY and NONE only after their active crashed).
-    Automatic failover should be off or slower than the faults (`durakv cluster
-    auto-failover`): the check assumes no failover.
+    The check assumes no failover: it refuses a cluster with a failed-over node or automatic
+    failover faster than 30 s (`durakv cluster auto-failover`).
     """
     kinds = tuple(k for k in faults.split(",") if k)
     unknown = [k for k in kinds if k not in FAULT_KINDS]

@@ -269,6 +269,10 @@ def test_lost_replication_messages_end_calls_and_every_durable_write_still_lands
 def test_chaos_writes_at_every_level_under_faults_and_finds_no_loss_a_level_forbids(tmp_path):
     with cluster_up(tmp_path, "--replicas", "2", "--fsync", "never") as running:
         d = str(running.dir)
+        checked("auto-failover", "--dir", d, "--timeout", "5")  # could fail a killed node over mid-run
+        refused = durakv_cluster("chaos", "--dir", d, "--seconds", "8", "--seed", "11")
+        assert refused.returncode == 1 and "automatic failover after 5 s" in refused.stderr, refused.stderr
+        checked("auto-failover", "--dir", d, "--timeout", "120")
         run = durakv_cluster("chaos", "--dir", d, "--seconds", "8", "--seed", "11", "--workers", "4", "--json")
         assert run.returncode == 0, run.stdout + run.stderr
         report = json.loads(run.stdout)
