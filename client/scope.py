@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 class Scope:
     """A scope of a bucket."""
 
+    _collection_class: type = Collection  # durakv.aio's scope opens its asyncio collections
+
     def __init__(self, bucket: Bucket, name: str) -> None:
         self._bucket = bucket
         self._name = name
@@ -34,7 +36,7 @@ class Scope:
         return self._bucket.name
 
     def collection(self, name: str) -> Collection:
-        return Collection(self, name)
+        return self._collection_class(self, name)
 
     def __repr__(self) -> str:
-        return f"Scope({self._bucket.name}.{self._name})"
+        return f"{type(self).__name__}({self._bucket.name}.{self._name})"

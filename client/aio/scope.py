@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ..scope import Scope as _SyncScope
 from .collection import AsyncCollection
 
-if TYPE_CHECKING:
-    from .bucket import AsyncBucket
 
+class AsyncScope(_SyncScope):
+    """A scope of a bucket, as durakv.scope.Scope; its collections are `AsyncCollection`s.
+    Opening a collection does not contact the cluster."""
 
-class AsyncScope:
-    """A scope of a bucket; opening a collection does not contact the cluster."""
-
-    def __init__(self, bucket: AsyncBucket, name: str) -> None:
-        self._bucket = bucket
-        self._name = name
-
-    @staticmethod
-    def default_name() -> str:
-        return "_default"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def bucket_name(self) -> str:
-        return self._bucket.name
-
-    def collection(self, name: str) -> AsyncCollection:
-        return AsyncCollection(self, name)
-
-    def __repr__(self) -> str:
-        return f"AsyncScope({self._bucket.name}.{self._name})"
+    _collection_class = AsyncCollection
 
 
 Scope = AsyncScope
