@@ -15,6 +15,7 @@ so about half of each bucket's vbuckets are active elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -46,6 +47,7 @@ CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 * MIB), ("grpc.max_receiv
 SCRYPT_FAST = ScryptParams(n=2**10)  # the node checks whatever parameters a hash was made with
 PERSIST_TO_MAJORITY = cluster_pb2.DURABILITY_LEVEL_PERSIST_TO_MAJORITY
 ADMIN = basic_metadata("admin", "password")
+SLOW_FSYNC_MS = 300  # longer than any answer message takes to build
 READER = basic_metadata("reader", "password")
 
 
@@ -156,6 +158,17 @@ def cluster(tmp_path_factory):
         node.close()
 
 
+@contextlib.contextmanager
+def slow_disk(node: NodeProcess, secret: str):
+    """Every fsync of the node takes SLOW_FSYNC_MS longer: durable writes are answered after the rest."""
+    slow = admin_pb2.InjectFaultRequest(disk=admin_pb2.DiskFault(fsync_delay_ms=SLOW_FSYNC_MS))
+    assert node.control.InjectFault(slow, metadata=bearer_metadata(secret), timeout=30).status == Status.SUCCESS
+    try:
+        yield
+    finally:
+        node.control.ClearFaults(admin_pb2.ClearFaultsRequest(), metadata=bearer_metadata(secret), timeout=30)
+
+
 def test_node_push_config_newer_applied_older_ignored_foreign_refused(cluster):
     node, config, secret = cluster
     newer = config.create_user("extra", "password", ["admin"], SCRYPT_FAST)
@@ -256,7 +269,7 @@ def test_node_batch_items_in_order_each_with_its_own_status(cluster):
 
 
 def test_node_pipeline_answers_every_item_by_opaque_durable_writes_concurrent(cluster):
-    node, config, _ = cluster
+    node, config, secret = cluster
     keys = keys_on(config, "node1", count=40)
     requests = []
     for i, key in enumerate(keys):
@@ -264,7 +277,8 @@ def test_node_pipeline_answers_every_item_by_opaque_durable_writes_concurrent(cl
         upsert = kv_pb2.UpsertRequest(header=header(key), value=b"%d" % i, durability_level=level)
         requests.append(kv_pb2.OpRequest(opaque=1000 + i, upsert=upsert))
     requests.append(kv_pb2.OpRequest(opaque=1, get=kv_pb2.GetRequest(header=header(b""))))
-    answers = list(node.kv.Pipeline(iter(requests), metadata=ADMIN, timeout=30))
+    with slow_disk(node, secret):
+        answers = list(node.kv.Pipeline(iter(requests), metadata=ADMIN, timeout=30))
     by_opaque = {a.opaque: a for a in answers}
     assert sorted(by_opaque) == sorted(r.opaque for r in requests) and len(answers) == len(requests)
     # Answered as each completes: a durable write (waiting for an fsync) is overtaken by later plain writes.
@@ -276,7 +290,7 @@ def test_node_pipeline_answers_every_item_by_opaque_durable_writes_concurrent(cl
 
 
 def test_node_pipeline_batched_answers_a_message_at_once_durable_writes_later(cluster):
-    node, config, _ = cluster
+    node, config, secret = cluster
     keys = keys_on(config, "node1", count=12, bucket="other")
     durable_opaques = {2000 + i for i in range(0, len(keys), 3)}
     first = [kv_pb2.OpRequest(opaque=1, get=kv_pb2.GetRequest(header=header(b"", bucket="other"))),
@@ -296,20 +310,21 @@ def test_node_pipeline_batched_answers_a_message_at_once_durable_writes_later(cl
         yield kv_pb2.OpRequestBatch(ops=second)
 
     messages = []
-    for message in node.kv.PipelineBatched(requests(), metadata=ADMIN, timeout=30):
-        messages.append([a.opaque for a in message.ops])
-        answered = {opaque for m in messages for opaque in m}
-        if answered >= {r.opaque for r in first}:
-            first_answered.set()
-        for answer in message.ops:
-            if 2000 <= answer.opaque < 3000:
-                assert answer.upsert.status == Status.SUCCESS, answer
-            elif answer.opaque >= 3000:
-                assert (answer.get.status, answer.get.value) == (Status.SUCCESS, b"%d" % (answer.opaque - 3000))
+    with slow_disk(node, secret):  # no durable write can be done by the time the first answer is built
+        for message in node.kv.PipelineBatched(requests(), metadata=ADMIN, timeout=30):
+            messages.append([a.opaque for a in message.ops])
+            answered = {opaque for m in messages for opaque in m}
+            if answered >= {r.opaque for r in first}:
+                first_answered.set()
+            for answer in message.ops:
+                if 2000 <= answer.opaque < 3000:
+                    assert answer.upsert.status == Status.SUCCESS, answer
+                elif answer.opaque >= 3000:
+                    assert (answer.get.status, answer.get.value) == (Status.SUCCESS, b"%d" % (answer.opaque - 3000))
     answers = [opaque for m in messages for opaque in m]
     assert sorted(answers) == sorted(r.opaque for r in first + second)  # each exactly once
     # Every item of the first message that cannot wait is answered in the first answer message,
-    # in request order; the durable writes (waiting for an fsync) come in later messages.
+    # in request order; the durable writes (waiting for a slow fsync) come in later messages.
     assert messages[0] == [r.opaque for r in first if r.opaque in immediate]
     assert durable_opaques <= {opaque for m in messages[1:] for opaque in m}
     # The second message's gets (none can wait) are answered together too.
