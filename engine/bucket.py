@@ -302,8 +302,15 @@ class BucketCore(ReplicationMixin):
         if state is not old:
             # Before the commits below: recovery replays a replica's items only up to a
             # snapshot end, an active's at once, and tells them apart by this record.
-            self._append(Kind.VBUCKET_STATE, records.encode_meta(vbid, vb.state_json()), vb, vb.high_seqno)
+            lsn = self._append(Kind.VBUCKET_STATE, records.encode_meta(vbid, vb.state_json()), vb, vb.high_seqno)
             self._changed(vbid)
+            if state is VBState.ACTIVE and any(
+                p.level != Level.MAJORITY and p.document.seqno > vb.persisted_seqno for p in vb.prepares.values()
+            ):
+                # Taken-over prepares that need this node's persistence: as a replica only the
+                # PERSIST_TO_MAJORITY ones asked for an fsync, and a log that fsyncs only when
+                # asked (policy never) would leave the others pending for good.
+                self.log.request_sync(lsn)
         if state is VBState.ACTIVE:
             self._drain(vb)
 

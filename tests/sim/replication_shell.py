@@ -408,6 +408,15 @@ class Replication:
 
     def describe_links(self) -> str:
         lines = []
+        for node_id in sorted(self.cluster.active_ids()):
+            engine = self.cluster.nodes[node_id].engine
+            if engine is None or engine.sync_writes_in_flight():
+                lines.append(f"{node_id}: sync writes in flight: {'down' if engine is None else engine._cookies}")
+        for vb in range(self.config.bucket.num_vbuckets):
+            engine = self.active_of(vb).engine
+            if engine is not None and self.failed_over(vb) and engine.vbuckets[vb].prepares:
+                monitor = engine.monitors[vb]
+                lines.append(f"vb{vb} (taken over): prepares {list(engine.vbuckets[vb].prepares.values())} {monitor!r}")
         for link in self.links.values():
             node = self.cluster.nodes[link.replica]
             engine = self.active_of(link.vbucket).engine

@@ -458,6 +458,26 @@ def test_replica_ack_commits_a_sync_write_on_a_one_replica_chain_and_answers_it(
     assert contents(replica) == contents(active) and replica.engine.vbuckets[VB].high_completed_seqno == 1
 
 
+def test_a_promoted_replica_asks_for_the_fsync_its_taken_over_prepares_need(nodes):
+    # As a replica, only PERSIST_TO_MAJORITY prepares ask for an fsync. Promoted, a pending
+    # MAJORITY_AND_PERSIST_TO_ACTIVE prepare needs the new active's own persistence: with a
+    # log that fsyncs only when asked (policy never), nothing else would ever ask.
+    active, replica = nodes.open(A, PAIR), nodes.open(B, PAIR)
+    active.engine.set_topology(VB, VBState.ACTIVE, Chain(A, (B,)))
+    make_replica(replica)
+    active.engine.upsert(*D, KEYS[0], b"durable", 0, T0, level=int(Level.MAJORITY_AND_PERSIST_TO_ACTIVE))
+    stream(active, replica)
+    assert replica.wal.persisted_lsn < replica.wal.end_lsn  # received, never fsynced
+    replica.engine.set_topology(VB, VBState.ACTIVE, Chain(B, (A,)))  # promoted; A holds the prepare too
+    replica.engine.replica_ack(VB, A, 1, 1, 1)
+    assert replica.engine.vbuckets[VB].prepares  # a majority has it; the new active has not persisted it
+    end = replica.wal.end_lsn
+    assert replica.wal.wait_persisted(end, WAIT_S), "the promoted copy never asked for an fsync"
+    replica.engine.on_persisted(end)
+    assert not replica.engine.vbuckets[VB].prepares  # committed
+    assert replica.engine.get(*D, KEYS[0], T0).value == b"durable"
+
+
 def test_two_replicas_and_one_ack_commit_a_majority_write(nodes):
     active = nodes.open(A, TRIO)
     e = active.engine
