@@ -262,7 +262,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         remaining = context.time_remaining()
         timeout = min(remaining, FORWARD_TIMEOUT_S) if remaining is not None else FORWARD_TIMEOUT_S
         try:
-            return await getattr(self.manager, name)(request, metadata=metadata, timeout=timeout)
+            # Waits for a manager that is starting or restarting, within the deadline, rather
+            # than failing at once while the channel reconnects.
+            return await getattr(self.manager, name)(request, metadata=metadata, timeout=timeout, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _PASS_THROUGH:
                 await context.abort(exc.code(), exc.details() or "")

@@ -54,6 +54,10 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MESSAGE_SIZE_MAX),
     ("grpc.max_send_message_length", MESSAGE_SIZE_MAX),
 ]
+# The manager is one local process that may be starting or restarting: reconnect to it soon
+# (gRPC's default backoff grows to 120 s), so a call waiting for it (wait_for_ready) goes
+# through within a second or two of its return.
+MANAGER_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2000)]
 SHUTDOWN_GRACE_S = 5.0  # in-flight calls get this long after SIGTERM
 PULL_RETRY_MIN_S, PULL_RETRY_MAX_S = 0.2, 2.0
 PULL_TIMEOUT_S = 5.0
@@ -298,7 +302,7 @@ async def serve(options: NodeOptions) -> int:
     try:
         log.info("opened %s: buckets %s", options.data_dir, sorted(embedded.buckets))
         await runtime.load_saved()
-        channel = grpc.aio.insecure_channel(options.manager, options=GRPC_OPTIONS)
+        channel = grpc.aio.insecure_channel(options.manager, options=[*GRPC_OPTIONS, *MANAGER_CHANNEL_OPTIONS])
         # so_reuseport off: a second process on the same port must fail, not share it.
         server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
         add_service(server, KVService(runtime), kv_pb2.DESCRIPTOR.services_by_name["KV"])

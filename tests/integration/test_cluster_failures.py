@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -358,3 +359,24 @@ def test_garbage_and_oversized_requests_are_refused_and_every_process_stays_up(r
     for vb, k in keys_for_every_vbucket("after-garbage").items():
         coll.upsert(k, {"vb": vb})
         assert coll.get(k).content_as[dict] == {"vb": vb}
+
+
+def test_a_management_read_waits_for_a_restarting_manager(running, cluster):
+    # Nodes forward Admin calls to the manager; one that is down for a moment (restarting) is
+    # waited for within the call's deadline instead of refusing at once.
+    checked("kill", "--dir", str(running.dir), "manager")
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.append([b.name for b in cluster.buckets().get_all_buckets()])
+        except Exception as error:  # the assertion below reports it
+            outcome.append(error)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        checked("start", "--dir", str(running.dir), "manager")
+    finally:
+        reader.join(60)
+    assert outcome and isinstance(outcome[0], list) and "default" in outcome[0], outcome
