@@ -100,36 +100,71 @@ def execute(backend: Backend, request: KVRequest, idempotent: bool = False) -> A
     return response
 
 
-def _retry(
-    backend: Backend, request: KVRequest, idempotent: bool, start: float, failure: Exception
-) -> KVResponse | list[KVResponse]:
-    deadline = start + request.timeout_s
-    retries = 0
-    reasons: set[str] = set()
-    maybe_sent = False
-    backoff_s = BACKOFF_FIRST_S
-    while True:
+class Retrying:
+    """One request's retry rules after a failed attempt; the caller sleeps and sends again.
+
+    `pause(failure, now)` raises the final exception (a refusal that is not retried, or a
+    backend timeout), else records the retry reason and says how long to back off;
+    `next_attempt(now)` raises the deadline's exception, else counts the retry and gives
+    the request the time that is left. The sync and asyncio loops share it.
+    """
+
+    def __init__(self, request: KVRequest, idempotent: bool, start: float) -> None:
+        self.request = request
+        self.idempotent = idempotent
+        self.start = start
+        self.deadline = start + request.timeout_s
+        self.retries = 0
+        self.reasons: set[str] = set()
+        self.maybe_sent = False
+        self.backoff_s = BACKOFF_FIRST_S
+        self.failure: Exception | None = None
+
+    def pause(self, failure: Exception, now: float) -> float:
+        request = self.request
         if isinstance(failure, BackendTimeoutError):
-            raise _deadline_exception(request, deadline - start, idempotent, retries, reasons, failure)
+            raise _deadline_exception(
+                request, self.deadline - self.start, self.idempotent, self.retries, self.reasons, failure
+            )
         reason, sent = _classify(failure, request.op)
         if reason is None:
             assert isinstance(failure, BackendStatusError)
             raise kv_exception(
-                failure.status, request, failure.message, retry_attempts=retries, retry_reasons=reasons
+                failure.status, request, failure.message, retry_attempts=self.retries, retry_reasons=self.reasons
             ) from None
-        reasons.add(reason)
-        maybe_sent = maybe_sent or sent
-        now = monotonic()
-        if now < deadline:
-            sleep(min(backoff_s, deadline - now))
-            backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
-            now = monotonic()
-        if now >= deadline:
+        self.reasons.add(reason)
+        self.maybe_sent = self.maybe_sent or sent
+        self.failure = failure
+        if now >= self.deadline:
+            return 0.0
+        pause_s = min(self.backoff_s, self.deadline - now)
+        self.backoff_s = min(self.backoff_s * 2, BACKOFF_MAX_S)
+        return pause_s
+
+    def next_attempt(self, now: float) -> None:
+        if now >= self.deadline:
+            assert self.failure is not None
             raise _deadline_exception(
-                request, deadline - start, idempotent or not maybe_sent, retries, reasons, failure
+                self.request,
+                self.deadline - self.start,
+                self.idempotent or not self.maybe_sent,
+                self.retries,
+                self.reasons,
+                self.failure,
             )
-        retries += 1
-        request.timeout_s = deadline - now
+        self.retries += 1
+        self.request.timeout_s = self.deadline - now
+
+
+def _retry(
+    backend: Backend, request: KVRequest, idempotent: bool, start: float, failure: Exception
+) -> KVResponse | list[KVResponse]:
+    retrying = Retrying(request, idempotent, start)
+    while True:
+        pause_s = retrying.pause(failure, monotonic())
+        if pause_s:
+            sleep(pause_s)
+        retrying.next_attempt(monotonic())
         try:
             return backend.execute(request)
         except (BackendStatusError, ConnectionError, BackendTimeoutError) as again:
