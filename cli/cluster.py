@@ -194,7 +194,7 @@ def _report_not_ready(cdir: launcher.ClusterDir, reasons: dict[str, str], timeou
 @_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
 def status(cluster_dir, as_json) -> None:
-    """Each process: pid, alive, address, health, vbuckets (active / replica), config revision."""
+    """Each process: pid, alive, address, health, vbuckets (active / replica), config revision, testbed faults."""
     cdir = launcher.ClusterDir(cluster_dir)
     with _errors():
         spec = cdir.spec
@@ -228,8 +228,8 @@ def _print_table(cdir, spec, statuses, revision) -> None:
         caption=f"{spec.connection_string}   manager config revision {shown(revision)}",
         caption_justify="left",
     )
-    for header in ("process", "pid", "alive", "address", "health", "vbuckets active / replica", "config rev"):
-        table.add_column(header)
+    for header in ("process", "pid", "alive", "address", "health", "vbuckets active / replica", "config rev", "faults"):
+        table.add_column(header, no_wrap=header != "faults")
     for s in statuses:
         vbuckets = "-" if s.active_vbuckets is None else f"{s.active_vbuckets} / {s.replica_vbuckets}"
         table.add_row(
@@ -240,8 +240,9 @@ def _print_table(cdir, spec, statuses, revision) -> None:
             s.health or ("unreachable" if s.alive else "-"),
             vbuckets,
             shown(s.config_revision),
+            ", ".join(s.faults) or "-",
         )
-    console = Console(width=max(Console().width, 100))
+    console = Console(width=max(Console().width, 140))
     console.print(table)
     for s in statuses:
         for problem in s.problems:

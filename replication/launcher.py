@@ -542,6 +542,19 @@ class Probe:
             return None
         return {vb.vbucket: vb.state for vb in response.vbuckets}
 
+    def faults(self, address: str) -> tuple[str, ...] | None:
+        """The testbed faults injected into a node, in words; None if it cannot tell."""
+        from durakv.replication.node_faults import describe
+
+        stub = admin_pb2_grpc.NodeControlStub(self._channel(address))
+        try:
+            response = stub.ListFaults(admin_pb2.ListFaultsRequest(), timeout=RPC_TIMEOUT_S, metadata=self._bearer)
+        except grpc.RpcError:
+            return None
+        if response.status != kv_pb2.SUCCESS:
+            return None
+        return describe(response.disk, response.network, response.partitioned_from)
+
     def close(self) -> None:
         for channel in self._channels.values():
             channel.close()
@@ -563,6 +576,7 @@ class ProcessStatus:
     config_revision: int | None = None
     active_vbuckets: int | None = None  # summed over buckets; None for the manager or when unknown
     replica_vbuckets: int | None = None
+    faults: tuple[str, ...] = ()  # testbed faults in place: "paused", and what NodeControl.ListFaults lists
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -579,8 +593,9 @@ def gather_status(cdir: ClusterDir) -> list[ProcessStatus]:
             address = cdir.spec.address(name)
             record = read_pid(cdir, name)
             alive = record is not None and _is_running(record)
-            health = probe.health(address) if alive else None
-            fields: dict[str, Any] = {}
+            paused = alive and _HAVE_PROC and (_proc_stat(record.pid) or ("",))[0] == "T"
+            health = probe.health(address) if alive and not paused else None
+            fields: dict[str, Any] = {"faults": ("paused",)} if paused else {}
             if health is not None:
                 fields = {
                     "health": health_name(health.state),
@@ -588,6 +603,7 @@ def gather_status(cdir: ClusterDir) -> list[ProcessStatus]:
                     "config_revision": health.config_revision,
                 }
                 if name != MANAGER:
+                    fields["faults"] = probe.faults(address) or ()
                     answers = [probe.vbucket_states(address, bucket) for bucket in buckets]
                     if None not in answers:
                         states = [state for answer in answers for state in answer.values()]

@@ -126,6 +126,25 @@ class NodeFaults:
             log.warning("partitions healed")
 
 
+def describe(disk, network, partitioned_from: Iterable[str]) -> tuple[str, ...]:
+    """The faults in place, in words (admin_pb2.DiskFault, NetworkFault; none: empty)."""
+    out = []
+    if disk.fsync_delay_ms:
+        out.append(f"fsync +{disk.fsync_delay_ms} ms")
+    if disk.fsync_errors:
+        out.append(f"{disk.fsync_errors} fsync errors to come")
+    if disk.full:
+        out.append("disk full")
+    if network.replication_delay_ms:
+        out.append(f"replication +{network.replication_delay_ms} ms")
+    if network.replication_drop_percent:
+        out.append(f"{network.replication_drop_percent} % replication dropped")
+    peers = sorted(partitioned_from)
+    if peers:
+        out.append(f"partitioned from {', '.join(peers)}")
+    return tuple(out)
+
+
 def power_loss(buckets: Iterable[EmbeddedBucket]) -> None:
     """Drop every unsynced WAL byte of every bucket, then end the process at once (never returns)."""
     log.warning("injected power loss: dropping what was not fsynced and stopping now")

@@ -69,6 +69,12 @@ LEVELS = {
 }
 
 
+def faults_shown(running) -> dict[str, list[str]]:
+    """Each node's testbed faults as `durakv cluster status --json` lists them."""
+    status = json.loads(checked("status", "--dir", str(running.dir), "--json").stdout)
+    return {p["name"]: p["faults"] for p in status["processes"] if p["name"] != "manager"}
+
+
 def test_power_loss_of_every_node_keeps_every_persist_to_majority_write(tmp_path):
     # fsync never: only durable writes ask for an fsync, so the other levels are at risk.
     with cluster_up(tmp_path, "--replicas", "2", "--fsync", "never") as running:
@@ -144,6 +150,7 @@ def test_a_full_disk_refuses_writes_on_its_actives_keeps_reads_and_recovers_when
                 coll.upsert(key, {"before": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
             shown = checked("fault", "--dir", str(running.dir), "node1", "disk-full").stdout
             assert "disk full" in shown, shown
+            assert faults_shown(running)["node1"] == ["disk full"]  # `durakv cluster status` lists it
             # A write taken before the log meets the full disk is acknowledged (held in memory);
             # from then on its log refuses every write, cleanly.
             probe, acked = on_full[1], []
@@ -238,6 +245,7 @@ def test_a_paused_replica_does_not_stop_durable_writes_and_a_paused_node_still_s
             assert "node3 paused" in checked("fault", "--dir", str(running.dir), "node3", "pause").stdout
             # node1 and node2 are a majority of the chain: the paused node3 is not needed.
             coll.upsert(key, {"paused": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
+            assert faults_shown(running) == {"node1": [], "node2": [], "node3": ["paused"]}
             assert "node3 resumed" in checked("fault", "--dir", str(running.dir), "node3", "resume").stdout
             coll.upsert(other, {"resumed": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
             assert coll.get(other).content_as[dict] == {"resumed": True}

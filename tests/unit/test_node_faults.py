@@ -6,7 +6,14 @@ import errno
 
 import pytest
 
-from durakv.replication.node_faults import FSYNC_DELAY_MS_MAX, REPLICATION_DELAY_MS_MAX, DiskFaults, NodeFaults
+from durakv.proto import admin_pb2
+from durakv.replication.node_faults import (
+    FSYNC_DELAY_MS_MAX,
+    REPLICATION_DELAY_MS_MAX,
+    DiskFaults,
+    NodeFaults,
+    describe,
+)
 
 
 def test_fsync_errors_fail_exactly_that_many_fsyncs_and_nothing_else():
@@ -72,3 +79,17 @@ def test_drop_follows_its_percentage():
     assert all(faults.drop() for _ in range(1000))
     faults.set_network(0, 30)
     assert 150 < sum(faults.drop() for _ in range(1000)) < 450
+
+
+def test_faults_are_described_in_words_and_none_is_nothing():
+    assert describe(admin_pb2.DiskFault(), admin_pb2.NetworkFault(), []) == ()
+    disk = admin_pb2.DiskFault(fsync_delay_ms=20, fsync_errors=2, full=True)
+    network = admin_pb2.NetworkFault(replication_delay_ms=100, replication_drop_percent=5)
+    assert describe(disk, network, ["node3", "node2"]) == (
+        "fsync +20 ms",
+        "2 fsync errors to come",
+        "disk full",
+        "replication +100 ms",
+        "5 % replication dropped",
+        "partitioned from node2, node3",
+    )
