@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from durakv.exceptions import CouchbaseException
 from durakv.replication import launcher
 
 from .bench_measure import Workload, bench_keys, interleaved_aio, make_doc, offset
@@ -155,9 +156,14 @@ def bench_command(cluster_dir, seconds, warmup, rounds, concurrency, levels, pay
         options = ClusterOptions(PasswordAuthenticator(launcher.ADMIN_USER, launcher.ADMIN_PASSWORD))
         timing = (seconds, warmup, rounds)
         load_before = round(os.getloadavg()[0], 2)
-        m = asyncio.run(
-            durability_suite(spec.connection_string, nodes, keys, doc, options, timing, levels_, concurrency_)
-        )
+        try:
+            m = asyncio.run(
+                durability_suite(spec.connection_string, nodes, keys, doc, options, timing, levels_, concurrency_)
+            )
+        except (CouchbaseException, RuntimeError) as exc:
+            raise click.ClickException(
+                f"a write failed, so there is nothing to measure: {exc} (`durakv cluster status`: is every node up?)"
+            ) from exc
     report = {
         "nodes": len(spec.nodes),
         "replicas": config.buckets["default"].config.num_replicas,
