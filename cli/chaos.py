@@ -176,7 +176,8 @@ def _schedule(cdir, faults: list[Fault], kinds, rng: random.Random, started: flo
 def _inject(cdir, kind: str, node: str, nodes: list[str]) -> None:
     from durakv.proto import admin_pb2
 
-    from .cluster import _ask_node, _power_loss
+    from .cluster import _ask_node
+    from .cluster_faults import _power_loss
 
     timeout = launcher.RPC_TIMEOUT_S * 5
     if kind == "kill":

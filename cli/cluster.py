@@ -2,9 +2,11 @@
 
 `up` creates the cluster directory on first use (manager configuration, secret), starts
 the manager and the nodes, and waits until every vbucket is served; `status`, `stop`,
-`start`, `kill`, `down` and `destroy` act on the processes it started; `failover` asks the
-manager (Admin.Failover, with the cluster secret) to fail a node over. Commands only: the
-directory layout, process handling and probes are `durakv.replication.launcher`.
+`start`, `kill`, `down` and `destroy` act on the processes it started. The failover commands
+are in cli/cluster_failover.py, `fault` in cli/cluster_faults.py, `chaos` and `bench` in
+their own modules; they share this module's options and calls to the manager and nodes.
+Commands only: the directory layout, process handling and probes are
+`durakv.replication.launcher`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Iterator
 
 import click
@@ -20,11 +21,8 @@ from click.core import ParameterSource
 
 from durakv.engine.errors import DataDirError, Status
 from durakv.engine.limits import NUM_REPLICAS_MAX, NUM_VBUCKETS_MAX
-from durakv.replication import auto_failover, launcher, node_faults
+from durakv.replication import launcher
 from durakv.replication.cluster_config import NODES_MAX, ClusterConfigError
-
-FAILOVER_RPC_TIMEOUT_S = 30.0  # the manager asks the survivors for their seqnos first
-POWER_LOSS_WAIT_S = 10.0  # a node told to lose power must be gone by then
 
 _dir_option = click.option(
     "--dir",
@@ -293,268 +291,6 @@ def kill(cluster_dir, name) -> None:
     with _locked(cdir):
         ended = launcher.kill(cdir, [name])
     click.echo(f"{name} killed (pid {ended[name].pid})" if ended else f"{name} is not running")
-
-
-@cluster_group.command()
-@_dir_option
-@_name_argument
-@_ready_timeout_option
-def failover(cluster_dir, name, timeout_s) -> None:
-    """Hard failover of a node: promote its replicas elsewhere, give up what only it held.
-
-    The manager promotes, for each vbucket NODE was active for, the surviving replica with
-    the highest (high prepared seqno, high seqno); NODE's slots become empty. Waits until the
-    other running nodes serve every vbucket they are now active for.
-    """
-    from durakv.proto import admin_pb2
-
-    cdir = launcher.ClusterDir(cluster_dir)
-    with _errors():
-        spec = _node_of(cdir, name)
-        response = _ask_manager(cdir, "Failover", admin_pb2.FailoverRequest(node_id=name), FAILOVER_RPC_TIMEOUT_S)
-    if response.status != Status.SUCCESS:
-        raise click.ClickException(f"failover of {name} refused ({_status_name(response.status)}): {response.message}")
-    lost = [p for p in response.promotions if not p.node_id]
-    click.echo(
-        f"{name} failed over at config revision {response.config_revision}: "
-        f"{len(response.promotions) - len(lost)} vbuckets promoted, {len(lost)} lost",
-        err=True,
-    )
-    for p in response.promotions:
-        where = f"-> {p.node_id} (hps {p.high_prepared_seqno}, high seqno {p.high_seqno})" if p.node_id else "LOST"
-        click.echo(f"  {p.bucket} vbucket {p.vbucket} {where}", err=True)
-    if response.unreachable_nodes:
-        click.echo(f"not asked (did not answer): {', '.join(response.unreachable_nodes)}", err=True)
-    survivors = [n for n in spec.nodes if n != name and launcher.running_pid(cdir, n) is not None]
-    with _errors():
-        reasons = launcher.wait_ready(cdir, survivors, timeout_s)
-    reasons.pop("cluster", None)  # lost vbuckets were reported above
-    if reasons:
-        _report_not_ready(cdir, reasons, timeout_s)
-        sys.exit(1)
-    click.echo(f"{name} failed over (config revision {response.config_revision})")
-
-
-@cluster_group.command()
-@_dir_option
-@_name_argument
-@_ready_timeout_option
-def recover(cluster_dir, name, timeout_s) -> None:
-    """Bring a failed-over node back: active again, and a replica wherever a copy is missing.
-
-    Its old copies are replaced by streams from the actives (rolled back where they diverged);
-    the actives stay where the failover put them (moving some back is rebalance, not done).
-    Start the node (`durakv cluster start NODE`) before or after; when it runs, waits until
-    every running node serves the new configuration.
-    """
-    from durakv.proto import admin_pb2
-
-    cdir = launcher.ClusterDir(cluster_dir)
-    with _errors():
-        spec = _node_of(cdir, name)
-        response = _ask_manager(cdir, "Recover", admin_pb2.RecoverRequest(node_id=name), launcher.RPC_TIMEOUT_S * 10)
-    if response.status != Status.SUCCESS:
-        raise click.ClickException(f"recovery of {name} refused ({_status_name(response.status)}): {response.message}")
-    click.echo(f"{name} recovered at config revision {response.config_revision}", err=True)
-    running = [n for n in spec.nodes if launcher.running_pid(cdir, n) is not None]
-    if name not in running:
-        click.echo(f"{name} is not running: `durakv cluster start --dir {cdir.path} {name}` starts it")
-        return
-    with _errors():
-        reasons = launcher.wait_ready(cdir, running, timeout_s)
-    if reasons:
-        _report_not_ready(cdir, reasons, timeout_s)
-        sys.exit(1)
-    click.echo(f"{name} recovered (config revision {response.config_revision})")
-
-
-@cluster_group.command("auto-failover")
-@_dir_option
-@click.option("--enable/--disable", "enabled", default=None, help="Turn automatic failover on or off.")
-@click.option(
-    "--timeout",
-    "timeout_s",
-    type=click.FloatRange(auto_failover.TIMEOUT_S_MIN, auto_failover.TIMEOUT_S_MAX),
-    help="Seconds a node must be unreachable before the manager fails it over.",
-)
-@click.option(
-    "--max-count",
-    type=click.IntRange(1, auto_failover.MAX_COUNT_MAX),
-    help="Automatic failovers allowed until the count is reset.",
-)
-@click.option("--reset", is_flag=True, help="Reset the count of automatic failovers made.")
-def auto_failover_command(cluster_dir, enabled, timeout_s, max_count, reset) -> None:
-    """Show or change automatic failover: the manager fails over a node unreachable for the timeout.
-
-    One node at a time, on clusters of at least 3 active nodes, at most --max-count times
-    until --reset, and only when every vbucket's chain keeps a durability majority (as
-    Couchbase's auto-failover with "preserve durable writes"). New clusters: enabled, 120 s, 1.
-    """
-    from durakv.proto import admin_pb2
-
-    cdir = launcher.ClusterDir(cluster_dir)
-    timeout = launcher.RPC_TIMEOUT_S * 5
-    with _errors():
-        request = admin_pb2.AutoFailoverRequest(reset_count=reset)
-        if enabled is not None or timeout_s is not None or max_count is not None:
-            current = _ask_manager(cdir, "AutoFailover", admin_pb2.AutoFailoverRequest(), timeout).settings
-            request.settings.CopyFrom(
-                admin_pb2.AutoFailoverSettings(
-                    enabled=current.enabled if enabled is None else enabled,
-                    timeout_s=current.timeout_s if timeout_s is None else timeout_s,
-                    max_count=current.max_count if max_count is None else max_count,
-                )
-            )
-        response = _ask_manager(cdir, "AutoFailover", request, timeout)
-    if response.status != Status.SUCCESS:
-        raise click.ClickException(f"refused ({_status_name(response.status)}): {response.message}")
-    s = response.settings
-    state = "enabled" if s.enabled else "disabled"
-    click.echo(
-        f"automatic failover {state}: timeout {s.timeout_s:g} s, "
-        f"{response.count} of {s.max_count} automatic failover(s) made"
-    )
-    for node in response.unreachable:
-        click.echo(f"  {node.node_id} unreachable for {node.seconds:.1f} s")
-    if response.decision:
-        click.echo(f"  {response.decision}")
-
-
-FAULTS = (
-    "power-loss",
-    "pause",
-    "resume",
-    "slow-disk",
-    "disk-errors",
-    "disk-full",
-    "net-delay",
-    "net-drop",
-    "partition",
-    "heal",
-    "clear",
-    "show",
-)
-
-
-@cluster_group.command()
-@_dir_option
-@_name_argument
-@click.argument("what", metavar="FAULT", type=click.Choice(FAULTS))
-@click.argument("arg", metavar="[ARG]", required=False)
-def fault(cluster_dir, name, what, arg) -> None:
-    """Inject a testbed fault into a running node.
-
-    \b
-    power-loss        drop every write-ahead-log byte the node has not fsynced, then it exits
-                      at once (137), as a power cut; `durakv cluster start NODE` brings it back
-    pause, resume     SIGSTOP / SIGCONT the node's process: alive, answering nothing
-    slow-disk MS      every fsync of the node takes MS milliseconds longer (0: a normal disk)
-    disk-errors N     the node's next N fsyncs fail with EIO (its log refuses writes, rewrites
-                      from memory and recovers)
-    disk-full         every write of the node's log fails with ENOSPC until `clear` (writes
-                      refused, reads served; the node recovers by itself once cleared)
-    net-delay MS      every replication message the node sends leaves MS milliseconds later
-                      (its rounds as an active, its acks as a replica); up to 1000
-    net-drop PCT      each replication message the node sends is lost with PCT % chance: its
-                      call ends (a stream loses no single message) and the replica reconnects
-    partition N1,N2   no replication between the node and these nodes, either way (clients
-                      and the manager still reach it); heal: no partition
-    clear             no more faults; show: the node's faults now
-    """
-    from durakv.proto import admin_pb2
-
-    cdir = launcher.ClusterDir(cluster_dir)
-    timeout = launcher.RPC_TIMEOUT_S * 5
-    with _errors():
-        _node_of(cdir, name)
-        if what == "power-loss":
-            pid = _power_loss(cdir, name)
-            click.echo(f"{name} lost power (pid {pid}): what it had not fsynced is gone")
-            return
-        if what in ("pause", "resume"):
-            with cdir.lock():
-                done = launcher.pause(cdir, [name], resume=what == "resume")
-            if not done:
-                raise click.ClickException(f"{name} is not running")
-            click.echo(f"{name} {'resumed' if what == 'resume' else 'paused'} (pid {done[name]})")
-            return
-        if what == "clear":
-            response = _ask_node(cdir, name, "ClearFaults", admin_pb2.ClearFaultsRequest(), timeout)
-        elif what == "show":
-            response = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout)
-        elif what in ("net-delay", "net-drop"):
-            amount = _fault_amount(what, arg)
-            network = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout).network
-            if what == "net-delay":
-                network.replication_delay_ms = amount
-            else:
-                network.replication_drop_percent = amount
-            request = admin_pb2.InjectFaultRequest(network=network)
-            response = _ask_node(cdir, name, "InjectFault", request, timeout)
-        elif what in ("partition", "heal"):
-            if what == "partition" and not arg:
-                raise click.UsageError("partition needs the nodes to cut off: partition NODE1,NODE2")
-            peers = [p for p in (arg or "").split(",") if p] if what == "partition" else []
-            request = admin_pb2.InjectFaultRequest(partition=admin_pb2.Partition(peers=peers))
-            response = _ask_node(cdir, name, "InjectFault", request, timeout)
-        else:
-            amount = 0 if what == "disk-full" else _fault_amount(what, arg)
-            disk = _ask_node(cdir, name, "ListFaults", admin_pb2.ListFaultsRequest(), timeout).disk
-            if what == "slow-disk":
-                disk.fsync_delay_ms = amount
-            elif what == "disk-errors":
-                disk.fsync_errors = amount
-            else:
-                disk.full = True
-            response = _ask_node(cdir, name, "InjectFault", admin_pb2.InjectFaultRequest(disk=disk), timeout)
-    if response.status != Status.SUCCESS:
-        raise click.ClickException(f"refused ({_status_name(response.status)}): {response.message}")
-    disk = response.disk
-    cut = ", ".join(response.partitioned_from) or "nobody"
-    click.echo(f"{name}: fsync delay {disk.fsync_delay_ms} ms, {disk.fsync_errors} fsync errors to come, ", nl=False)
-    click.echo("disk full, " if disk.full else "", nl=False)
-    network = response.network
-    click.echo(f"replication delay {network.replication_delay_ms} ms, ", nl=False)
-    click.echo(f"{network.replication_drop_percent} % dropped, partitioned from {cut}")
-
-
-def _fault_amount(what: str, arg: str | None) -> int:
-    if what == "slow-disk":
-        unit, high = "milliseconds", node_faults.FSYNC_DELAY_MS_MAX
-    elif what == "net-delay":
-        unit, high = "milliseconds", node_faults.REPLICATION_DELAY_MS_MAX
-    elif what == "net-drop":
-        unit, high = "percent", 100
-    else:
-        unit, high = "fsyncs", node_faults.FSYNC_ERRORS_MAX
-    if arg is None or not arg.isdigit() or int(arg) > high:
-        raise click.UsageError(f"{what} needs a number of {unit}, 0 to {high}")
-    return int(arg)
-
-
-def _power_loss(cdir: launcher.ClusterDir, name: str) -> int:
-    """Tell `name` to lose power and wait until its process is gone; its pid."""
-    import grpc
-
-    from durakv.proto import admin_pb2, admin_pb2_grpc
-
-    pid = launcher.running_pid(cdir, name)
-    if pid is None:
-        raise click.ClickException(f"{name} is not running")
-    metadata = (("authorization", f"Bearer {cdir.secret()}"),)
-    with grpc.insecure_channel(cdir.spec.address(name)) as channel:
-        try:  # a power cut answers nobody: the call ends when the process does
-            admin_pb2_grpc.NodeControlStub(channel).InjectFault(
-                admin_pb2.InjectFaultRequest(power_loss=True), timeout=POWER_LOSS_WAIT_S, metadata=metadata
-            )
-        except grpc.RpcError:
-            pass
-    deadline = time.monotonic() + POWER_LOSS_WAIT_S
-    while launcher.running_pid(cdir, name) is not None:
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"{name} (pid {pid}) did not stop within {POWER_LOSS_WAIT_S:.0f} s")
-        time.sleep(launcher.POLL_INTERVAL_S)
-    return pid
 
 
 def _node_of(cdir: launcher.ClusterDir, name: str) -> launcher.ClusterSpec:

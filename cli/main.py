@@ -17,6 +17,8 @@ from . import demo as demo_module
 from .bench import bench_command
 from .chaos import chaos_command
 from .cluster import cluster_group
+from .cluster_failover import auto_failover_command, failover, recover
+from .cluster_faults import fault
 from .manager import manager_command
 from .node import node_command
 
@@ -137,8 +139,8 @@ def kv_remove(data_dir, bucket, scope, collection, cas, key) -> None:
     _run(data_dir, bucket, scope, collection, action)
 
 
-cluster_group.add_command(chaos_command)
-cluster_group.add_command(bench_command)
+for _command in (failover, recover, auto_failover_command, fault, chaos_command, bench_command):
+    cluster_group.add_command(_command)
 main.add_command(cluster_group)
 main.add_command(manager_command)
 main.add_command(node_command)
