@@ -37,6 +37,23 @@ class ReplicaItem(NamedTuple):
     seqno: int  # the item's own seqno, as its active gave it
 
 
+class EncodedSnapshot(NamedTuple):
+    """A snapshot's records and their WAL payloads: made from its items alone (no engine state),
+    so a shell can make it before it takes the bucket lock (a large backfill holds it less)."""
+
+    vbid: int
+    records: list[Record]
+    payloads: list[tuple[Kind, bytes]]
+
+
+def encode_snapshot(vbid: int, items: Sequence[ReplicaItem | Record]) -> EncodedSnapshot:
+    recs = [
+        Record(KINDS[i.kind], vbid, i.collection_id, i.key, i.document, i.level, i.prepare_seqno, i.seqno)
+        for i in items
+    ]
+    return EncodedSnapshot(vbid, recs, [(r.kind, _payload(vbid, r)) for r in recs])
+
+
 class SnapshotRejectedError(EngineError):
     """A snapshot contradicts what the vbucket holds (a seqno out of order, a completion
     without its prepare). Nothing was written; the stream must be dropped and re-requested."""
@@ -63,22 +80,21 @@ class SnapshotApplyMixin:
         snapshot_start: int,
         snapshot_end: int,
         disk: bool,
-        items: Sequence[ReplicaItem | Record],
+        items: Sequence[ReplicaItem | Record] | EncodedSnapshot,
         resolved_prepares: Iterable[tuple[int, bytes]] = (),
         high_completed_seqno: int = 0,
     ) -> None:
-        """Log and apply one complete snapshot; `resolved_prepares` (prepare seqno, store key)
-        are dropped after the items (a backfill deduplicated their commit or abort)."""
+        """Log and apply one complete snapshot (its items, or `encode_snapshot` of them);
+        `resolved_prepares` (prepare seqno, store key) are dropped after the items (a
+        backfill deduplicated their commit or abort)."""
         vb = self._receiving(vbid)
         assert snapshot_start <= snapshot_end and snapshot_end > vb.high_seqno, (snapshot_start, snapshot_end, vb)
-        recs = [
-            Record(KINDS[i.kind], vbid, i.collection_id, i.key, i.document, i.level, i.prepare_seqno, i.seqno)
-            for i in items
-        ]
+        encoded = items if isinstance(items, EncodedSnapshot) else encode_snapshot(vbid, items)
+        assert encoded.vbid == vbid, (encoded.vbid, vbid)
+        recs = encoded.records
         self._check_snapshot(vb, recs, snapshot_end, disk)
         end = SnapshotEnd(snapshot_start, snapshot_end, disk, high_completed_seqno, tuple(resolved_prepares))
-        batch = [(r.kind, _payload(vbid, r)) for r in recs]
-        batch.append((Kind.SNAPSHOT_END, records.encode_snapshot_end(vbid, end)))
+        batch = [*encoded.payloads, (Kind.SNAPSHOT_END, records.encode_snapshot_end(vbid, end))]
         try:
             lsn = self.log.append_many(batch)
         except WalFailedError as exc:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from durakv.engine import records
 from durakv.engine.errors import EngineError, Status
 from durakv.engine.replica import ReplicaItem
+from durakv.engine.snapshot_apply import encode_snapshot
 from durakv.engine.vbucket import VBState
 from durakv.proto import replication_pb2 as pb
 
@@ -208,7 +209,7 @@ class ConsumerActions:
                 raise AssertionError(f"not a simple action: {action!r}")
 
     def _apply(self, vbid: int, apply: sc.Apply) -> None:
-        items = [replica_item(i) for i in apply.items]
+        encoded = encode_snapshot(vbid, [replica_item(i) for i in apply.items])  # before the lock: no state
         bucket = self.spec.bucket
         with bucket.lock:
             self._check_replica(vbid)
@@ -217,7 +218,7 @@ class ConsumerActions:
                 apply.snapshot_start,
                 apply.snapshot_end,
                 apply.disk,
-                items,
+                encoded,
                 apply.resolved_prepares,
                 apply.high_completed_seqno,
             )

@@ -32,6 +32,7 @@ from durakv.engine.replica import (
     SnapshotRejectedError,
     VBucketReplicaState,
 )
+from durakv.engine.snapshot_apply import encode_snapshot
 from durakv.engine.store import CheckpointStore
 from durakv.engine.vbucket import VBState, VBucket
 from durakv.engine.wal import FsyncPolicy, WriteAheadLog
@@ -305,6 +306,21 @@ def test_backfill_then_memory_snapshots_give_the_same_committed_state_after_rest
     replica = nodes.restart(replica)
     assert contents(replica) == contents(active)
     assert replica.engine.vbuckets[VB].state is VBState.REPLICA
+
+
+def test_a_snapshot_encoded_before_the_lock_applies_as_its_items_do(nodes):
+    # The shell encodes a snapshot's records before it takes the bucket lock: same outcome.
+    active, by_items, by_encoded = nodes.open("a"), nodes.open("r1"), nodes.open("r2")
+    active.engine.set_topology(VB, VBState.ACTIVE)
+    history(active)
+    make_replica(by_items)
+    make_replica(by_encoded)
+    recs = list(active.engine.feed(VB).records_since(1))
+    end = recs[-1].seqno
+    by_items.engine.apply_snapshot(VB, 1, end, False, [item(r) for r in recs])
+    by_encoded.engine.apply_snapshot(VB, 1, end, False, encode_snapshot(VB, [item(r) for r in recs]))
+    assert contents(by_encoded) == contents(by_items) == contents(active)
+    assert kinds(by_encoded) == kinds(by_items)
 
 
 def test_a_replica_keeps_the_adopted_failover_log_when_told_again_it_is_a_replica(nodes):
