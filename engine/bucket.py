@@ -407,6 +407,12 @@ class BucketCore(ReplicationMixin):
     def memtable_size(self) -> int:
         return self.memtable.live_size
 
+    def checkpoint_wanted(self) -> bool:
+        """Whether a checkpoint has work: changes not in the store yet, or a feed that cannot
+        stream until a checkpoint covers a disk snapshot applied here (a backfill of only
+        aborted prepares leaves the memtable empty, and a promoted copy would wait for good)."""
+        return bool(len(self.memtable) or self._prepares_dirty) or not all(f.streamable for f in self.feeds)
+
     def freeze_for_checkpoint(self) -> CheckpointBatch:
         """Freeze what the next checkpoint writes; the shell applies it, then calls checkpoint_done."""
         lsn = self.log.end_lsn

@@ -155,7 +155,7 @@ class EmbeddedBucket:
                 self._wake_waiters()
                 now = time.monotonic()
                 if self.engine.memtable_size() >= MEMTABLE_SIZE_CHECKPOINT or (
-                    now - self._last_checkpoint >= CHECKPOINT_INTERVAL_S and len(self.engine.memtable)
+                    now - self._last_checkpoint >= CHECKPOINT_INTERVAL_S and self.engine.checkpoint_wanted()
                 ):
                     self.checkpoint()
                 if now - self._last_pager >= EXPIRY_PAGER_INTERVAL_S:

@@ -215,7 +215,7 @@ class SimNode:
             self._idle = False
             engine.tick(self.clock.now)
             due = self.clock.time - last_checkpoint >= self.options.checkpoint_interval_s
-            if engine.memtable_size() >= MEMTABLE_SIZE_CHECKPOINT or (due and len(engine.memtable)):
+            if engine.memtable_size() >= MEMTABLE_SIZE_CHECKPOINT or (due and engine.checkpoint_wanted()):
                 last_checkpoint = self.clock.time
                 yield from self._checkpoint(engine, log)
 

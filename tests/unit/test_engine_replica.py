@@ -323,6 +323,21 @@ def test_a_snapshot_encoded_before_the_lock_applies_as_its_items_do(nodes):
     assert kinds(by_encoded) == kinds(by_items)
 
 
+def test_a_disk_snapshot_that_leaves_the_memtable_empty_still_wants_a_checkpoint(nodes):
+    # A backfill of only aborted prepares (here: nothing but its range) puts no document in
+    # the memtable, yet the feed cannot stream until a checkpoint covers it: the shells'
+    # "memtable not empty" trigger alone left a promoted copy unstreamable for good.
+    replica = nodes.open("r")
+    make_replica(replica)
+    assert not replica.engine.checkpoint_wanted()
+    replica.engine.apply_snapshot(VB, 1, 3, True, [])
+    feed = replica.engine.feed(VB)
+    assert len(replica.engine.memtable) == 0 and not feed.streamable
+    assert replica.engine.checkpoint_wanted()
+    replica.checkpoint()
+    assert feed.streamable and not replica.engine.checkpoint_wanted()
+
+
 def test_a_replica_keeps_the_adopted_failover_log_when_told_again_it_is_a_replica(nodes):
     # A configuration pushed again (same state) between the stream's acceptance and its first
     # item must not wipe the log the stream adopted: the copy would report uuid 0 for good,
