@@ -29,6 +29,7 @@ from durakv.engine.errors import Status
 from durakv.proto import admin_pb2, admin_pb2_grpc
 from durakv.replication import config_proto
 from durakv.replication.cluster_config import ClusterConfig
+from durakv.replication.event_loop import cancel_and_wait
 
 log = logging.getLogger("durakv.manager")
 
@@ -116,9 +117,7 @@ class ConfigPusher:
 
     async def stop(self) -> None:
         self._running = False
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks.values()), return_exceptions=True)
         for _, channel in self._channels.values():
             await channel.close()
         self._channels.clear()
@@ -137,7 +136,8 @@ class ConfigPusher:
                 except Exception:  # a bug here must not silently end this node's pushes
                     log.exception("pushing to node %s failed unexpectedly", node_id)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._interval_s)
+                async with asyncio.timeout(self._interval_s):
+                    await wake.wait()
 
     async def _push(self, state: NodePushState, config: ClusterConfig) -> None:
         if self._encoded is None or self._encoded.config.revision != config.revision:

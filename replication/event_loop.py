@@ -26,5 +26,19 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(main)
 
 
+async def cancel_and_wait(task: asyncio.Future, recancel_s: float = 1.0) -> None:
+    """Cancel `task` and wait until it has ended, cancelling it again while it goes on.
+
+    A cancellation that arrives just as an awaited result completes can be lost (Python
+    3.11's `asyncio.wait_for` swallows it); a loop that reconnects or polls would then run
+    for good and its owner's stop hang. An error the task ended with is raised here.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=recancel_s)
+    if not task.cancelled():
+        task.result()
+
+
 def loop_name() -> str:
     return "uvloop" if uvloop is not None else "asyncio"

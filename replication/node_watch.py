@@ -16,7 +16,6 @@ current configuration, or block the event loop: probes are concurrent and bounde
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from durakv.engine.errors import EngineError
 from durakv.proto import admin_pb2, admin_pb2_grpc
 from durakv.replication.auto_failover import AutoFailover, Decision, Verdict
 from durakv.replication.config_pusher import CHANNEL_OPTIONS
+from durakv.replication.event_loop import cancel_and_wait
 
 log = logging.getLogger("durakv.manager")
 
@@ -52,9 +52,7 @@ class NodeWatch:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         for _, channel in self._channels.values():
             await channel.close()
         self._channels.clear()

@@ -211,7 +211,8 @@ class ReplicationService:
     async def _serve(self, requests, out: _Out, context) -> None:
         await self._authenticate(context)
         try:
-            first = await asyncio.wait_for(requests.__anext__(), OPEN_TIMEOUT_S)
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                first = await requests.__anext__()
         except (StopAsyncIteration, TimeoutError):
             return
         try:

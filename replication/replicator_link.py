@@ -53,6 +53,7 @@ from . import stream_consumer as sc
 from . import wire_items as wi
 from .auth import bearer_metadata
 from .coalesce import let_ready_work_run
+from .event_loop import cancel_and_wait
 from .items import (
     BUFFER_ACK_RATIO,
     BufferAck,
@@ -119,11 +120,7 @@ class Link(ConsumerActions):
             self._grpc_call.cancel()
 
     async def stop(self) -> None:
-        self.task.cancel()
-        try:
-            await self.task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(self.task)
 
     # -- the call's life --------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -203,7 +200,8 @@ class Link(ConsumerActions):
             )
             opening = pb.ReplicaMessage(open=open_)
             await call.write(pb.ReplicaMessageBatch(messages=[opening]) if batched else opening)
-            received = await asyncio.wait_for(self._receive(call, batched), OPEN_TIMEOUT_S)
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                received = await self._receive(call, batched)
             if not received or wi.which(received[0]) != "open_response":
                 raise LinkError("the producer did not answer Open")
             first, rest = received[0], received[1:]

@@ -154,7 +154,8 @@ class AsyncRemoteBackend:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
-            await asyncio.wait_for(self._ready(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._ready()
         except TimeoutError:
             raise exc.UnAmbiguousTimeoutException(f"no cluster configuration within {timeout_s:.1f} s") from None
         waiting = list(self._routing.node_addresses())
@@ -386,7 +387,8 @@ class AsyncRemoteBackend:
         interval_s = self._settings.config_poll_interval_s
         while not self._closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval_s)
+                async with asyncio.timeout(interval_s):
+                    await self._wake.wait()
             woken = self._wake.is_set()
             self._wake.clear()
             if woken:
