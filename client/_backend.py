@@ -70,6 +70,18 @@ class KVResponse:
     exists: bool = True
     is_replica: bool = False
 
+    @classmethod
+    def of_mutation(cls, outcome: Any) -> KVResponse:
+        """From anything carrying a mutation's cas, seqno, vbucket, vbucket_uuid and counter
+        (the engine's MutationOutcome, kv.proto's MutationResponse)."""
+        return cls(
+            cas=outcome.cas,
+            seqno=outcome.seqno,
+            vbucket=outcome.vbucket,
+            vbucket_uuid=outcome.vbucket_uuid,
+            counter=outcome.counter,
+        )
+
 
 @dataclass(slots=True)
 class ObservedCopy:

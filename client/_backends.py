@@ -130,14 +130,7 @@ class EmbeddedBackend:
 # -- one handler per operation: KVRequest -> engine call -> KVResponse ------------------------
 
 
-def _mutation(outcome) -> KVResponse:
-    return KVResponse(
-        cas=outcome.cas,
-        seqno=outcome.seqno,
-        vbucket=outcome.vbucket,
-        vbucket_uuid=outcome.vbucket_uuid,
-        counter=outcome.counter,
-    )
+_mutation = KVResponse.of_mutation
 
 
 def _read(outcome, with_expiry: bool = True) -> KVResponse:

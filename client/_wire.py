@@ -120,13 +120,7 @@ def decode(op: Op, response: Any) -> KVResponse:
         return KVResponse(cas=response.cas, exists=response.exists)
     if op is Op.UNLOCK:
         return KVResponse()
-    return KVResponse(
-        cas=response.cas,
-        seqno=response.seqno,
-        vbucket=response.vbucket,
-        vbucket_uuid=response.vbucket_uuid,
-        counter=response.counter,
-    )
+    return KVResponse.of_mutation(response)
 
 
 def op_response(item: Any) -> Any:
