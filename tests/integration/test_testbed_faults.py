@@ -135,7 +135,7 @@ def test_fsync_errors_on_a_replica_are_absorbed_and_used_up(tmp_path):
         assert "0 fsync errors to come" in shown, shown
         assert "injected fsync error" in (running.dir / "logs" / "node3.log").read_text()
         refused = durakv_cluster("fault", "--dir", str(running.dir), "node9", "show")
-        assert refused.returncode != 0 and "not a node" in refused.stderr
+        assert refused.returncode == 1 and "not a node" in refused.stderr
 
 
 def test_a_full_disk_refuses_writes_on_its_actives_keeps_reads_and_recovers_when_cleared(tmp_path):
@@ -203,7 +203,7 @@ def test_a_partitioned_replica_makes_durable_writes_ambiguous_until_healed(tmp_p
             coll.upsert(keys[2], {"healed": True}, durability=LEVELS["ptm"], timeout=OP_TIMEOUT)
             assert coll.get(keys[2]).content_as[dict] == {"healed": True}
         bad = durakv_cluster("fault", "--dir", str(running.dir), "node2", "partition", "node9")
-        assert bad.returncode != 0 and "not other nodes" in bad.stderr
+        assert bad.returncode == 1 and "not other nodes" in bad.stderr
 
 
 def test_a_replication_delay_on_the_replicas_delays_durable_writes_by_at_least_it(tmp_path):
@@ -230,7 +230,7 @@ def test_a_replication_delay_on_the_replicas_delays_durable_writes_by_at_least_i
             coll.upsert(key, {"far": False}, durability=LEVELS["majority"], timeout=OP_TIMEOUT)
             assert coll.get(key).content_as[dict] == {"far": False}
         bad = durakv_cluster("fault", "--dir", str(running.dir), "node2", "net-delay", "5000")
-        assert bad.returncode != 0 and "0 to 1000" in bad.stderr
+        assert bad.returncode == 2 and "0 to 1000" in bad.stderr  # a usage error
 
 
 def test_a_paused_replica_does_not_stop_durable_writes_and_a_paused_node_still_stops(tmp_path):

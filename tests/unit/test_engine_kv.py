@@ -723,5 +723,5 @@ def test_a_sync_write_pending_when_the_default_collection_is_dropped_is_aborted_
     pending = e.upsert(*D, b"k", b"v", 0, T0, level=PERSIST, timeout_ms=1000)
     e.change_manifest(lambda m: m.drop_collection("_default", "_default"))
     rig.persist()
-    assert pending.done and pending.error is not None
+    assert pending.done and pending.error is not None and pending.error.status == Status.SYNC_WRITE_AMBIGUOUS
     assert rig.records_of(Kind.COMMIT) == [] and len(rig.records_of(Kind.ABORT)) == 1

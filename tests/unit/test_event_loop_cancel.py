@@ -11,9 +11,12 @@ from durakv.replication.event_loop import cancel_and_wait
 
 def test_a_cancellation_lost_once_is_repeated_until_the_task_ends():
     async def scenario() -> asyncio.Task:
+        running = asyncio.Event()
+
         async def stubborn() -> None:
             lost = False
             while True:  # a reconnecting loop
+                running.set()
                 try:
                     await asyncio.sleep(0.01)
                 except asyncio.CancelledError:
@@ -22,7 +25,7 @@ def test_a_cancellation_lost_once_is_repeated_until_the_task_ends():
                     lost = True  # as asyncio.wait_for (Python 3.11) can lose one
 
         task = asyncio.ensure_future(stubborn())
-        await asyncio.sleep(0.02)
+        await running.wait()  # inside its loop, where the first cancellation is lost
         await asyncio.wait_for(cancel_and_wait(task, recancel_s=0.05), 5)
         return task
 
