@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 from durakv.engine.errors import DataDirError
+from durakv.engine.files import fsync_dir as fsync_directory
 from durakv.engine.wal import codec
 
 __all__ = ["create_segment", "fsync_directory", "list_segments", "make_directory", "pwrite_all"]
@@ -76,11 +77,3 @@ def make_directory(directory: str) -> None:
             if not os.path.isdir(path):
                 raise DataDirError(f"WAL directory {path} exists and is not a directory") from None
         fsync_directory(os.path.dirname(path))
-
-
-def fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
