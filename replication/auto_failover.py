@@ -3,7 +3,8 @@
 A pure object: the manager's prober reports each probe of each active node (`probe`, with
 the time as a parameter), and `decide` answers which node to fail over now, if any, and why
 (not). It never reads a clock, a socket or the configuration itself; the manager runs the
-failover it decides on exactly as `durakv cluster failover` does, then calls `failed_over`.
+failover it decides on exactly as `durakv cluster failover` does; `decide` forgets a node
+once it is no longer an active node of the configuration.
 
 The rules are Couchbase's (reference §4.6 and §2.7):
 - a node is down once every probe of it has failed for `timeout_s` (default 120 s, allowed

@@ -33,7 +33,6 @@ from durakv.replication.event_loop import cancel_and_wait
 
 log = logging.getLogger("durakv.manager")
 
-PUSH_INTERVAL_S_DEFAULT = 1.0
 PUSH_TIMEOUT_S = 2.0
 PUSH_FAILURE_LOG_INTERVAL_S = 30.0  # a node that keeps failing is logged at most this often
 GRPC_MESSAGE_SIZE_MAX = 32 * 1024 * 1024
@@ -46,6 +45,34 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+
+
+class NodeChannels:
+    """The manager's channel to each node, by node id: reopened when the node's address
+    changes, closed on a failed call so the next one starts without a reconnect backoff."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, grpc.aio.Channel]] = {}
+
+    async def get(self, node_id: str, address: str) -> grpc.aio.Channel:
+        held = self._held.get(node_id)
+        if held is not None and held[0] != address:
+            await self.close(node_id)
+            held = None
+        if held is None:
+            held = self._held[node_id] = (address, grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+        return held[1]
+
+    async def close(self, node_id: str) -> None:
+        held = self._held.pop(node_id, None)
+        if held is not None:
+            await held[1].close()
+
+    async def close_all(self) -> None:
+        for node_id in list(self._held):
+            await self.close(node_id)
+
+
 _SUCCESS = int(Status.SUCCESS)
 
 
@@ -90,7 +117,7 @@ class ConfigPusher:
         self._states: dict[str, NodePushState] = {}
         self._wakes: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._channels = NodeChannels()
         self._encoded: admin_pb2.PushConfigRequest | None = None
         self._running = False
 
@@ -118,9 +145,7 @@ class ConfigPusher:
     async def stop(self) -> None:
         self._running = False
         await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks.values()), return_exceptions=True)
-        for _, channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
+        await self._channels.close_all()
 
     async def _run(self, node_id: str) -> None:
         state, wake = self._states[node_id], self._wakes[node_id]
@@ -145,12 +170,12 @@ class ConfigPusher:
         request = admin_pb2.PushConfigRequest()
         request.CopyFrom(self._encoded)
         request.target_node_id = state.node_id
-        stub = admin_pb2_grpc.NodeControlStub(await self._channel(state))
+        stub = admin_pb2_grpc.NodeControlStub(await self._channels.get(state.node_id, state.address))
         metadata = (("authorization", f"Bearer {config.secret}"),)
         try:
             response = await stub.PushConfig(request, timeout=self._timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
-            await self._close_channel(state.node_id)  # a fresh connection next time, no backoff carried over
+            await self._channels.close(state.node_id)  # a fresh connection next time, no backoff carried over
             self._failed(state, config.revision, f"{exc.code().name}: {exc.details()}")
             return
         if response.status != _SUCCESS:
@@ -189,21 +214,6 @@ class ConfigPusher:
             state.failure_logged_at_s, state.failures_unlogged = now, 0
         else:
             state.failures_unlogged += 1
-
-    async def _channel(self, state: NodePushState) -> grpc.aio.Channel:
-        held = self._channels.get(state.node_id)
-        if held is not None and held[0] != state.address:
-            await self._close_channel(state.node_id)
-            held = None
-        if held is None:
-            held = (state.address, grpc.aio.insecure_channel(state.address, options=CHANNEL_OPTIONS))
-            self._channels[state.node_id] = held
-        return held[1]
-
-    async def _close_channel(self, node_id: str) -> None:
-        held = self._channels.pop(node_id, None)
-        if held is not None:
-            await held[1].close()
 
 
 def _status_name(status: int) -> str:

@@ -273,7 +273,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             changes.append((what, lambda c: c.set_auto_failover(settings)))
         if request.reset_count:
             changes.append(("automatic failover count reset", lambda c: c.reset_auto_failover()))
-        for what, change in changes:
+        if changes:
+            # One revision for the whole request: it is made whole or not at all.
+            what = "; ".join(w for w, _ in changes)
+
+            def change(config: ClusterConfig) -> ClusterConfig:
+                for _, step in changes:
+                    config = step(config)
+                return config
+
             try:
                 await self._m.apply(what, change)
             except OSError as exc:

@@ -9,6 +9,7 @@ manager is built from modules named for what each owns:
   caller, answer reads from the current configuration, hand changes to the `Manager`;
 - `manager_users`: authenticating callers (`Authenticator`) and `upsert_user`;
 - `config_pusher`: pushing each new revision to every node until the node acknowledges it;
+- `node_watch`: probing every node each second for automatic failover;
 - `manager_failover`: the survivors' seqnos a failover promotes by.
 This module owns starting and stopping the process: locking and loading the manager's
 directory, reconciling the secret file, listening, and a clean stop on SIGTERM or
@@ -43,9 +44,7 @@ from durakv.engine.files import atomic_write
 from durakv.proto import admin_pb2
 from durakv.replication import event_loop
 from durakv.replication.cluster_config import SECRET_SIZE, ClusterConfig
-from durakv.replication.config_pusher import (
-    CHANNEL_OPTIONS,
-)
+from durakv.replication.config_pusher import CHANNEL_OPTIONS
 from durakv.replication.grpc_handlers import add_service
 from durakv.replication.manager import Manager
 from durakv.replication.manager_admin import AdminService

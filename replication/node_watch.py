@@ -25,7 +25,7 @@ import grpc
 from durakv.engine.errors import EngineError
 from durakv.proto import admin_pb2, admin_pb2_grpc
 from durakv.replication.auto_failover import AutoFailover, Decision, Verdict
-from durakv.replication.config_pusher import CHANNEL_OPTIONS
+from durakv.replication.config_pusher import NodeChannels
 from durakv.replication.event_loop import cancel_and_wait
 
 log = logging.getLogger("durakv.manager")
@@ -44,7 +44,7 @@ class NodeWatch:
         self.core = AutoFailover()
         self.decision = Decision(Verdict.ALL_UP, "no probe yet")
         self._logged: tuple[frozenset[str], str | None] = (frozenset(), None)
-        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._channels = NodeChannels()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -53,9 +53,7 @@ class NodeWatch:
     async def stop(self) -> None:
         if self._task is not None:
             await cancel_and_wait(self._task)
-        for _, channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
+        await self._channels.close_all()
 
     def unreachable(self) -> dict[str, float]:
         """node -> seconds its probes have failed."""
@@ -113,28 +111,13 @@ class NodeWatch:
         except (EngineError, OSError) as exc:
             log.warning("automatic failover of %s not done: %s", node_id, exc)
             return
-        await self._close_channel(node_id)  # the core forgets it: no longer an active node
+        await self._channels.close(node_id)  # the core forgets it: no longer an active node
 
     async def _probe(self, node_id: str, address: str) -> bool:
-        stub = admin_pb2_grpc.AdminStub(await self._channel(node_id, address))
+        stub = admin_pb2_grpc.AdminStub(await self._channels.get(node_id, address))
         try:
             health = await stub.Health(admin_pb2.HealthRequest(), timeout=PROBE_TIMEOUT_S)
         except grpc.aio.AioRpcError:
-            await self._close_channel(node_id)  # a fresh connection next time, no backoff carried over
+            await self._channels.close(node_id)  # a fresh connection next time, no backoff carried over
             return False
         return health.state != admin_pb2.HEALTH_STATE_STOPPING and health.node_id == node_id
-
-    async def _channel(self, node_id: str, address: str) -> grpc.aio.Channel:
-        held = self._channels.get(node_id)
-        if held is not None and held[0] != address:
-            await self._close_channel(node_id)
-            held = None
-        if held is None:
-            held = (address, grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
-            self._channels[node_id] = held
-        return held[1]
-
-    async def _close_channel(self, node_id: str) -> None:
-        held = self._channels.pop(node_id, None)
-        if held is not None:
-            await held[1].close()
