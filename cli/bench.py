@@ -25,9 +25,9 @@ from durakv.exceptions import CouchbaseException
 from durakv.replication import launcher
 
 from .bench_measure import Workload, bench_keys, interleaved_aio, make_doc, offset
+from .chaos_check import LEVELS
 from .cluster import _dir_option, _errors
 
-LEVELS = ("NONE", "MAJORITY", "MAJORITY_AND_PERSIST_TO_ACTIVE", "PERSIST_TO_MAJORITY")
 CONCURRENCY = (1, 16, 64)
 OP_TIMEOUT_S = 10.0
 PRELOAD_BATCH = 512

@@ -30,6 +30,7 @@ from datetime import timedelta
 import click
 
 from durakv.engine.keys import vbucket_of
+from durakv.exceptions import CouchbaseException
 from durakv.replication import launcher
 from durakv.replication.cluster_config import NodeState
 
@@ -257,7 +258,10 @@ def chaos_command(cluster_dir, seconds, faults, seed, workers, as_json) -> None:
     echo = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
     echo(f"chaos for {seconds:g} s, seed {seed}, faults {', '.join(kinds)}")
     with _locked(cdir):
-        report = run_chaos(cdir, seconds=seconds, kinds=kinds, seed=seed, workers=workers, echo=echo)
+        try:
+            report = run_chaos(cdir, seconds=seconds, kinds=kinds, seed=seed, workers=workers, echo=echo)
+        except CouchbaseException as exc:
+            raise click.ClickException(f"the cluster did not answer: {exc} (`durakv cluster status`)") from exc
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
